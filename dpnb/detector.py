@@ -99,3 +99,36 @@ def expected_dedx(p_gev, mass_gev):
     beta2 = bg * bg / (1.0 + bg * bg)
     # normalised so that the minimum (bg ~ 3.5) is close to 1, with a logarithmic rise
     return (1.0 / beta2) * (np.log1p(bg * bg) + 4.0) / (np.log1p(3.5**2) + 4.0) * 0.9 + 0.1 * np.log1p(bg) / np.log1p(3.5)
+
+
+# --- geometry of one dataset ----------------------------------------------------------
+from dataclasses import dataclass, asdict  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Detector geometry of a dataset (``<data root>/detector.json``), not a calibration constant."""
+
+    n_layers: int = N_LAYERS
+    n_wires_per_layer: int = N_WIRES_PER_LAYER
+    n_modules: int = N_MODULES
+    expt: str = "TOY"  # experiment name used in Massi file names
+
+    @property
+    def n_channels(self) -> int:
+        return self.n_layers * self.n_wires_per_layer
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_geometry(data_root) -> Geometry:
+    """Read ``detector.json`` from a dataset directory (defaults when absent)."""
+    path = Path(data_root) / "detector.json"
+    if not path.exists():
+        return Geometry()
+    raw = json.loads(path.read_text())
+    fields = {k: raw[k] for k in Geometry.__dataclass_fields__ if k in raw}
+    return Geometry(**fields)
