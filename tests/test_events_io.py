@@ -1,0 +1,70 @@
+"""Chunked event reading on real public ROOT files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import uproot
+
+from dpnb.errors import InputError, SchemaError
+from dpnb.io.events import iterate_chunks, read_branches
+
+
+def test_flat_branches_chunked_equal_whole_read(real_data):
+    path = real_data / "uproot-Zmumu.root"
+    whole = uproot.open(path)["events"].arrays(["Run", "Event", "M"], library="np")
+    chunks = list(iterate_chunks([path], ["run", "event", "mass"], step_size=700,
+                                 schema={"run": "Run", "event": "Event", "mass": "M"}))
+    assert [c.n_events for c in chunks] == [700, 700, 700, 204]
+    runs = np.concatenate([c["run"] for c in chunks])
+    mass = np.concatenate([c["mass"] for c in chunks])
+    np.testing.assert_array_equal(runs, whole["Run"])
+    np.testing.assert_array_equal(mass, whole["M"])
+    # known facts of this file: two runs, 500 distinct (Run, Event)
+    events = np.concatenate([c["event"] for c in chunks])
+    assert set(np.unique(runs)) == {148029, 148031}
+    assert len(set(zip(runs.tolist(), events.tolist()))) == 500
+
+
+def test_jagged_values_and_offsets(real_data):
+    path = real_data / "uproot-HZZ.root"
+    ref = uproot.open(path)["events"]["Muon_Px"].array(library="ak")
+    chunks = list(iterate_chunks([path], ["Muon_Px"], step_size=1000))
+    assert sum(c.n_events for c in chunks) == 2421
+    total = 0
+    for c in chunks:
+        values, offsets = c.jagged("Muon_Px")
+        assert offsets[0] == 0 and offsets[-1] == len(values) and len(offsets) == c.n_events + 1
+        part = ref[c.entry_start : c.entry_stop]
+        np.testing.assert_allclose(values, np.concatenate([np.asarray(x) for x in part.tolist()] or [[]]))
+        total += len(values)
+    import awkward as ak
+
+    assert total == int(ak.sum(ak.num(ref)))
+
+
+def test_missing_branch_lists_existing(real_data):
+    with pytest.raises(SchemaError) as exc:
+        read_branches(real_data / "uproot-Zmumu.root", ["Runn"])
+    msg = str(exc.value)
+    assert "uproot-Zmumu.root" in msg and "'Runn'" in msg and "Run" in msg and "branches that exist" in msg
+
+
+def test_missing_tree_and_file(real_data, tmp_path):
+    with pytest.raises(SchemaError, match="no tree 'evts'"):
+        read_branches(real_data / "uproot-Zmumu.root", ["Run"], tree="evts")
+    with pytest.raises(InputError, match="file not found"):
+        read_branches(tmp_path / "nope.root", ["Run"])
+    bad = tmp_path / "bad.root"
+    bad.write_bytes(b"not a root file at all")
+    with pytest.raises(InputError, match="not a readable ROOT file"):
+        read_branches(bad, ["Run"])
+
+
+def test_skip_policy_records_bad_files(real_data, tmp_path):
+    bad = tmp_path / "bad.root"
+    bad.write_bytes(b"junk")
+    skipped = []
+    chunks = list(iterate_chunks([bad, real_data / "uproot-Zmumu.root"], ["Run"], on_bad_file="skip", skipped=skipped))
+    assert sum(c.n_events for c in chunks) == 2304
+    assert len(skipped) == 1 and skipped[0].path == str(bad)
