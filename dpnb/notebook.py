@@ -38,7 +38,7 @@ __all__ = ["notebook_context", "NotebookContext", "Results", "RESULTS_SCHEMA", "
 RESULTS_SCHEMA = 1
 BUCKET_KEYS = (
     "label", "description", "runs", "run_types", "exclude_runs", "data", "conditions",
-    "policies", "reports_dir", "seed", "notebooks",
+    "policies", "reports_dir", "seed", "notebooks", "cache_dir", "executor",
 )
 _OPS = {
     "<": lambda v, t: v < t,
@@ -181,6 +181,27 @@ class NotebookContext:
     @property
     def reports_dir(self) -> Path:
         return Path(self.params["reports_dir"])
+
+    @property
+    def executor(self):
+        """The :class:`dpnb.scale.ExecutorConfig` for per-run work (parameter ``executor``)."""
+        from .scale import ExecutorConfig
+
+        return ExecutorConfig.from_params(self.params.get("executor"))
+
+    def map_runs(self, func, tasks, *, kwargs=None, inputs=None, use_cache: bool = True) -> dict:
+        """Run per-run work through the configured executor and the per-run partial cache.
+
+        ``tasks`` maps a key (e.g. a RunId) to the positional arguments of ``func``;
+        ``inputs`` maps the same key to the files it reads (their identity is part of the
+        cache key). Returns ``{key: result}``; ``self.cache_stats`` says how many were reused.
+        """
+        from .scale import PartialCache, map_runs
+
+        cache = PartialCache(self.params["cache_dir"]) if use_cache else None
+        out = map_runs(func, tasks, kwargs=kwargs, executor=self.executor, cache=cache, inputs=inputs)
+        self.cache_stats = {"reused": cache.hits if cache else 0, "computed": cache.misses if cache else len(tasks)}
+        return out
 
     def in_bucket(self, run: RunId) -> bool:
         """True if ``run`` is inside the bucket's run ranges and not excluded."""

@@ -249,6 +249,10 @@ def _resolve_paths(p: dict, root: Path) -> dict:
     if not rdir.is_absolute():
         rdir = root / rdir
     p["reports_dir"] = str(rdir)
+    cache = Path(p.get("cache_dir") or (droot / ".dpnb-cache"))
+    if not cache.is_absolute():
+        cache = root / cache
+    p["cache_dir"] = str(cache)
     return p
 
 
