@@ -37,7 +37,8 @@ __all__ = [
     "LABEL_RE",
 ]
 
-LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# no leading dot: "." and ".." would name a directory outside reports/<label>/ (and ".x" is hidden)
+LABEL_RE = re.compile(r"^(?!\.)[A-Za-z0-9_.-]+$")
 
 # keys whose default may be None and still accept a value of these types
 _NULLABLE_TYPES: dict[str, tuple[type, ...]] = {}
@@ -146,7 +147,9 @@ def _check(value: Any, default: Any, key: str, origin: Mapping[str, str], proble
                     continue
                 near = nearest(k, [d for d in default if d != "*"])
                 hint = f"; did you mean '{near[0]}'?" if near else ""
-                problems.append(f"{src}: unknown key '{sub}'{hint} (valid keys: {', '.join(sorted(map(str, default)))})")
+                where = origin.get(sub.split(".")[0], src)  # a top-level key names its own file
+                valid = ", ".join(sorted(map(str, default)))
+                problems.append(f"{where}: unknown key '{sub}'{hint} (valid keys: {valid})")
                 continue
             _check(v, default[k], sub, origin, problems)
         return
@@ -182,7 +185,7 @@ def validate(params: Mapping, defaults: Mapping, origin: Mapping[str, str] | Non
         problems.append(f"{src('label')}: key 'label': required, expected a bucket label such as 'bucket26'")
     elif not isinstance(label, str) or not LABEL_RE.match(label):
         problems.append(
-            f"{src('label')}: key 'label': {label!r} has characters outside [A-Za-z0-9_.-] "
+            f"{src('label')}: key 'label': {label!r} has characters outside [A-Za-z0-9_.-] or starts with '.' "
             "(a label names a directory under reports/)"
         )
     runs = params.get("runs")
@@ -220,7 +223,7 @@ def validate(params: Mapping, defaults: Mapping, origin: Mapping[str, str] | Non
 def bucket_file_for(label: str, root: Path | None = None) -> Path:
     root = root or project_root()
     if not isinstance(label, str) or not LABEL_RE.match(label):
-        msg = f"bucket label {label!r} has characters outside [A-Za-z0-9_.-]"
+        msg = f"bucket label {label!r} has characters outside [A-Za-z0-9_.-] or starts with '.'"
         raise ParameterError(msg)
     return root / "parameters" / "buckets" / f"{label}.yaml"
 

@@ -1,0 +1,160 @@
+"""End-to-end calibration fill from ROOT files: dpnb's accumulation vs uproot's raw read.
+
+The same raw files — every run of a bucket: ``demo`` by default (43 files, 7e4 events,
+1.8e7 hits), ``--scale large`` for 125 files and 1.5e8 hits, ``tiny`` when ``quick`` — are
+
+* read with uproot alone — ``tree.arrays(["hit_channel", "hit_time"], library=...)``
+  with ``library="ak"`` and ``library="np"``; the faster of the two is the baseline
+  ("uproot raw read": decompression and deserialisation, nothing else);
+* accumulated by dpnb — :func:`dpnb.calibration.accumulate.accumulate_run` per run
+  (chunked read, flat values + offsets, channel check, per-channel occupancy and
+  hit-time histogram fill, ``nthreads=1``), each run's partial merged into a running
+  bucket total with :func:`~dpnb.calibration.accumulate.merge`.
+
+Each method is timed best-of-N, the methods interleaved within each repeat so that load
+from other users hits them alike; the page cache is warm for all of them (one untimed
+read first). ``ratio_dpnb_vs_uproot_raw`` is uproot's time / dpnb's time: the fraction
+of the raw read speed that the full accumulation keeps (goal >= 0.8).
+
+The compute part is timed separately (interleaved with the others) by running the very
+same ``accumulate_run`` with its chunk reader replaced by chunks already held in memory;
+``read_share`` is the rest of dpnb's time (uproot read + conversion to flat numpy) and
+``read_part_vs_uproot_raw`` compares that rest with the raw read (a difference of two
+best-of-N times: noisy on a loaded machine).
+
+    .venv/bin/python benchmarks/bench_e2e.py [--quick] [--scale demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _datasets import bucket  # noqa: E402
+
+BRANCHES = ["hit_channel", "hit_time"]
+
+
+def _raw_read(files, library: str, count: bool = False) -> int:
+    """Read the hit branches of every file with uproot (the number of hits if ``count``)."""
+    import awkward as ak
+    import uproot
+
+    n = 0
+    for path in files:
+        with uproot.open(path) as f:
+            arrays = f["events"].arrays(BRANCHES, library=library, how=dict)
+            if count:  # outside the timed reads
+                n += int(ak.sum(ak.num(ak.Array(arrays["hit_channel"]), axis=1)))
+    return n
+
+
+def _accumulate(files, runs, n_channels: int, nthreads: int):
+    from dpnb.calibration.accumulate import accumulate_run, merge
+
+    total = None
+    for path, run in zip(files, runs):
+        part = accumulate_run(path, n_channels, run=run, nthreads=nthreads)
+        total = part if total is None else merge([total, part])
+    return total
+
+
+def _compute_only_method(b, nthreads: int):
+    """A callable running the accumulation on chunks already in memory (no reading), and a
+    counter of the chunk requests it served (0 means the patch no longer applies)."""
+    from dpnb.calibration import accumulate as acc
+    from dpnb.io.events import iterate_chunks
+
+    chunks = {str(path): list(iterate_chunks([path], acc.HIT_BRANCHES_USED)) for path in b.files}
+    calls = [0]
+
+    def from_memory(files, branches, **kwargs):
+        for path in files:
+            calls[0] += 1
+            yield from chunks[str(path)]
+
+    def compute():
+        real = acc.iterate_chunks
+        acc.iterate_chunks = from_memory
+        try:
+            _accumulate(b.files, b.runs, b.n_channels, nthreads)
+        finally:
+            acc.iterate_chunks = real
+
+    return compute, calls
+
+
+def run(quick: bool = False, scale: str | None = None, repeat: int | None = None) -> dict:
+    """Figures for the accumulation of every run of ``scale`` (demo; tiny when ``quick``)."""
+    scale = scale or ("tiny" if quick else "demo")
+    repeat = repeat or (2 if quick else 3)
+    b = bucket(scale)
+
+    # untimed: warm the page cache and load the compiled kernels
+    ref_hits = _raw_read(b.files, "ak", count=True)
+    total = _accumulate(b.files, b.runs, b.n_channels, 1)
+    n_hits_read = total.n_hits + total.n_nan_dropped
+    if n_hits_read != ref_hits:
+        msg = f"dpnb accumulated {n_hits_read} hits but uproot read {ref_hits} from the same files"
+        raise RuntimeError(msg)
+
+    compute_fn, served = _compute_only_method(b, 1)
+    methods = {
+        "uproot_ak": lambda: _raw_read(b.files, "ak"),
+        "uproot_np": lambda: _raw_read(b.files, "np"),
+        "dpnb": lambda: _accumulate(b.files, b.runs, b.n_channels, 1),
+        "dpnb_2threads": lambda: _accumulate(b.files, b.runs, b.n_channels, 2),
+        "compute_only": compute_fn,
+    }
+    best = dict.fromkeys(methods, float("inf"))
+    for _ in range(repeat):
+        for name, fn in methods.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    raw = min(best["uproot_ak"], best["uproot_np"])
+    # if accumulate_run stops reading through iterate_chunks the patch measures nothing
+    compute = best["compute_only"] if served[0] else None
+
+    figures = {
+        "scale": scale,
+        "n_runs": len(b.files),
+        "n_events": total.n_events,
+        "n_hits": ref_hits,
+        "uproot_raw_ak_s": best["uproot_ak"],
+        "uproot_raw_np_s": best["uproot_np"],
+        "dpnb_accumulate_s": best["dpnb"],
+        "dpnb_accumulate_2threads_s": best["dpnb_2threads"],
+        "uproot_raw_hits_per_s": ref_hits / raw,
+        "dpnb_events_per_s": total.n_events / best["dpnb"],
+        "dpnb_hits_per_s": ref_hits / best["dpnb"],
+        "ratio_dpnb_vs_uproot_raw": raw / best["dpnb"],
+        "ratio_dpnb_2threads_vs_uproot_raw": raw / best["dpnb_2threads"],
+    }
+    if compute is not None and compute < best["dpnb"]:
+        figures.update({
+            "compute_only_s": compute,
+            "compute_share": compute / best["dpnb"],
+            "read_share": 1.0 - compute / best["dpnb"],
+            "read_part_vs_uproot_raw": raw / (best["dpnb"] - compute),
+        })
+    elif compute is not None:
+        figures["compute_only_s"] = compute
+        figures["read_share"] = "n/a: compute-only not faster than the full accumulation (noise)"
+    else:
+        figures["compute_only_s"] = "n/a: accumulate_run no longer reads through iterate_chunks"
+    return figures
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny scale (a smoke run)")
+    ap.add_argument("--scale", default=None, help="tiny, demo (default: 43 runs, 1.8e7 hits) or large (1.5e8 hits)")
+    ap.add_argument("--repeat", type=int, default=None, help="best of N (default 3; 2 with --quick)")
+    ns = ap.parse_args()
+    for key, value in run(quick=ns.quick, scale=ns.scale, repeat=ns.repeat).items():
+        print(f"{key:>34}: {value:,.4g}" if isinstance(value, float) else f"{key:>34}: {value}")

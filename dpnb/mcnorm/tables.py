@@ -1,0 +1,187 @@
+"""Versioned cross-section tables (``parameters/cross_sections/<name>_v<version>.yaml``).
+
+A table states its name, version, default unit and the source of every value::
+
+    name: belle2_generic_4S
+    version: 1
+    unit: nb                      # default unit of the entries (mb, ub, nb, pb, fb, ab)
+    source: "where the numbers come from"
+    processes:
+      mixed: {sigma: 0.555, source: "..."}
+      ee:    {sigma: 74.4, unit: nb, prescale: 0.02, source: "...",
+              by_run_type: {continuum: 75.3}}   # optional per-run-type values
+
+``prescale`` (default 1) is the fraction of produced events the data keeps (a trigger
+prescale): the expected number of events in the data is ``sigma * L * prescale``.
+Every value is converted to nb through :mod:`dpnb.units` when the table is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import InputError, ParameterError, nearest
+from ..params import load_yaml, project_root
+from ..units import cross_section_to_nb
+
+__all__ = ["CrossSection", "CrossSectionTable", "load_cross_sections", "table_path", "parse_cross_sections",
+           "tables_frame"]
+
+
+@dataclass(frozen=True)
+class CrossSection:
+    """One process of a table; all cross sections in nb."""
+
+    process: str
+    sigma_nb: float
+    prescale: float = 1.0
+    source: str = ""
+    by_run_type_nb: dict = field(default_factory=dict)
+
+    def sigma_for(self, run_type: str | None = None) -> float:
+        """Cross section (nb) for runs of ``run_type`` (the table's default when not listed)."""
+        if run_type is not None and run_type in self.by_run_type_nb:
+            return self.by_run_type_nb[run_type]
+        return self.sigma_nb
+
+
+@dataclass(frozen=True)
+class CrossSectionTable:
+    """A loaded table: ``entries[process]`` is a :class:`CrossSection` (nb)."""
+
+    name: str
+    version: int
+    path: str
+    source: str
+    entries: dict
+
+    @property
+    def tag(self) -> str:
+        """``<name>_v<version>``: what results record as the table used."""
+        return f"{self.name}_v{self.version}"
+
+    @property
+    def processes(self) -> list[str]:
+        return sorted(self.entries)
+
+    def __getitem__(self, process: str) -> CrossSection:
+        if process not in self.entries:
+            msg = (
+                f"cross-section table {self.tag} ({self.path}): no process {process!r}; "
+                f"nearest: {nearest(process, self.entries)}; processes in the table: {self.processes}"
+            )
+            raise InputError(msg)
+        return self.entries[process]
+
+    def check_processes(self, processes: Iterable[str], where: str) -> None:
+        """Raise :class:`InputError` naming every process of ``where`` that the table lacks."""
+        missing = sorted({str(p) for p in processes} - set(self.entries))
+        if missing:
+            hints = "; ".join(f"{m!r} (nearest: {', '.join(nearest(m, self.entries))})" for m in missing)
+            msg = (
+                f"{where}: process {hints} not in cross-section table {self.tag} ({self.path}); "
+                f"processes in the table: {self.processes}"
+            )
+            raise InputError(msg)
+
+
+def table_path(name: str, version: int, root: str | os.PathLike | None = None) -> Path:
+    """Path of table ``name`` version ``version`` under ``parameters/cross_sections``."""
+    base = Path(root) if root is not None else project_root()
+    return base / "parameters" / "cross_sections" / f"{name}_v{int(version)}.yaml"
+
+
+def _number(value, where: str, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        msg = f"{where}: {what} = {value!r}; expected a finite number"
+        raise InputError(msg)
+    return float(value)
+
+
+def _sigma_nb(value, unit, where: str) -> float:
+    sigma = _number(value, where, "sigma")
+    if sigma < 0:
+        msg = f"{where}: sigma = {sigma!r}; expected a cross section >= 0"
+        raise InputError(msg)
+    try:
+        return float(cross_section_to_nb(sigma, unit))
+    except InputError as exc:
+        msg = f"{where}: {exc}"
+        raise InputError(msg) from None
+
+
+def parse_cross_sections(raw, path: str = "<table>") -> CrossSectionTable:
+    """Validate a table read from YAML (a mapping) and convert it to nb."""
+    if not isinstance(raw, dict):
+        msg = f"{path}: expected a mapping with keys name, version, unit, source, processes"
+        raise InputError(msg)
+    missing = [k for k in ("name", "version", "unit", "source", "processes") if k not in raw]
+    if missing:
+        msg = f"{path}: missing keys {missing}; keys present: {sorted(raw)}"
+        raise InputError(msg)
+    unit = raw["unit"]
+    procs = raw["processes"]
+    if not isinstance(procs, dict) or not procs:
+        msg = f"{path}: key 'processes': expected a non-empty mapping process -> {{sigma, source}}"
+        raise InputError(msg)
+    entries = {}
+    for proc, item in procs.items():
+        where = f"{path}: processes.{proc}"
+        if not isinstance(item, dict) or "sigma" not in item:
+            msg = f"{where}: expected a mapping with 'sigma' (and 'source'), got {item!r}"
+            raise InputError(msg)
+        if not str(item.get("source") or raw["source"]).strip():
+            msg = f"{where}: no source given for the value"
+            raise InputError(msg)
+        punit = item.get("unit", unit)
+        prescale = _number(item.get("prescale", 1.0), where, "prescale")
+        if not 0.0 < prescale <= 1.0:
+            msg = f"{where}: prescale = {prescale!r}; expected a fraction in (0, 1]"
+            raise InputError(msg)
+        by_type = {}
+        for rtype, val in (item.get("by_run_type") or {}).items():
+            by_type[str(rtype)] = _sigma_nb(val, punit, f"{where}.by_run_type.{rtype}")
+        entries[str(proc)] = CrossSection(
+            process=str(proc),
+            sigma_nb=_sigma_nb(item["sigma"], punit, where),
+            prescale=prescale,
+            source=str(item.get("source") or raw["source"]),
+            by_run_type_nb=by_type,
+        )
+    try:
+        version = int(raw["version"])
+    except (TypeError, ValueError):
+        msg = f"{path}: version = {raw['version']!r}; expected an integer"
+        raise InputError(msg) from None
+    return CrossSectionTable(str(raw["name"]), version, str(path), str(raw["source"]), entries)
+
+
+def load_cross_sections(name: str, version: int, root: str | os.PathLike | None = None) -> CrossSectionTable:
+    """Load table ``name`` version ``version``; the file's own name/version must match."""
+    path = table_path(name, version, root)
+    if not path.is_file():
+        have = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        msg = (
+            f"cross-section table {name!r} version {version} not found: {path} does not exist; "
+            f"tables present: {have} (nearest: {nearest(f'{name}_v{version}', have) if have else []})"
+        )
+        raise ParameterError(msg)
+    table = parse_cross_sections(load_yaml(path), str(path))
+    if (table.name, table.version) != (name, int(version)):
+        msg = f"{path}: the file says name={table.name!r}, version={table.version}; expected {name!r}, {version}"
+        raise InputError(msg)
+    return table
+
+
+def tables_frame(table: CrossSectionTable):
+    """One row per process: sigma_nb, prescale, per-run-type values (nb) and source."""
+    import pandas as pd
+
+    rows = [{"process": e.process, "sigma_nb": e.sigma_nb, "prescale": e.prescale,
+             "by_run_type_nb": ", ".join(f"{k}: {v:.6g}" for k, v in sorted(e.by_run_type_nb.items())),
+             "source": e.source} for e in (table.entries[p] for p in table.processes)]
+    return pd.DataFrame(rows, columns=["process", "sigma_nb", "prescale", "by_run_type_nb", "source"])
