@@ -7,7 +7,7 @@ dataset untouched, so later runs only pay for reading. Sizes (seed 1):
 * ``tiny``  7 runs, ~5k events, ~2e5 hits, 512 channels (``quick=True`` runs);
 * ``demo``  43 runs (40 physics + 3 cosmic), ~70k events, ~1.8e7 hits, 14,336 channels,
   ~130 MB of raw files; ~30 s to generate;
-* ``large`` 125 runs, ~1.5e8 hits, same geometry; a few minutes to generate.
+* ``large`` 125 runs, ~6e5 events, ~1.5e8 hits, same geometry; 5-15 min to generate.
 """
 
 from __future__ import annotations

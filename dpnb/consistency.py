@@ -188,6 +188,7 @@ def check_run_sets(ctx, sel=None, lumi: Upstream | None = None, calib: Mapping[s
     sel = sel if sel is not None else bucket_runs(ctx)
     bucket = set(sel.selected)
     bad: set[RunId] = set()
+    other = 0  # differences not tied to one run
     missing_parts = []
     c.sources.append({"source": "bucket", "runs": len(bucket), "how": "dpnb.bucket.select_runs (canonical)"})
 
@@ -223,19 +224,20 @@ def check_run_sets(ctx, sel=None, lumi: Upstream | None = None, calib: Mapping[s
             if n_runs is not None and int(n_runs) != len(bucket):
                 c.add(None, name, f"records n_runs = {n_runs} but the bucket has {len(bucket)} runs "
                                   "(run list not recorded, so which runs differ is unknown)")
-                bad.add(RunId(-1, len(c.rows)))
+                other += 1
             continue
         used = set(runs)
         c.sources.append({"source": name, "runs": len(used), "how": f"recorded: results table {table!r}"})
         for r in sorted(used - bucket):
-            c.add(r, name, f"calibration used a run that is not a bucket run ({sel.excluded.get(r, 'not in the bucket')})")
+            why_ex = sel.excluded.get(r, "not in the bucket")
+            c.add(r, name, f"calibration used a run that is not a bucket run ({why_ex})")
             bad.add(r)
         for r in sorted(bucket - used):
             c.add(r, name, "bucket run not used by the calibration step")
             bad.add(r)
         if n_runs is not None and int(n_runs) != len(used):
             c.add(None, name, f"records n_runs = {n_runs} but its run table {table!r} lists {len(used)} runs")
-            bad.add(RunId(-1, len(c.rows)))
+            other += 1
 
     tag = (ctx.conditions or {}).get("global_tag")
     db_path = conditions_db or (ctx.conditions or {}).get("db")
@@ -254,27 +256,25 @@ def check_run_sets(ctx, sel=None, lumi: Upstream | None = None, calib: Mapping[s
                               "how": f"IOV coverage of payloads {', '.join(cov.names) or 'none'}"})
             if not cov.names:
                 c.add(None, f"global tag {tag}", "the tag holds no payloads")
-                bad.add(RunId(-1, len(c.rows)))
+                other += 1
             for name, runs in sorted(cov.gaps.items()):
                 for r in runs:
                     c.add(r, f"global tag {tag}", f"no {name} payload covers this bucket run")
                     bad.add(r)
             for name, pairs in sorted(cov.overlaps.items()):
                 c.add(None, f"global tag {tag}", f"{name}: {len(pairs)} pair(s) of payloads with overlapping IOVs")
-                bad.add(RunId(-1, len(c.rows)))
-    c.value = len(bad)
-    if missing_parts and len(missing_parts) == 1 + len(calib) + 0 and df is None:
-        c.not_run = "; ".join(missing_parts)
-    elif missing_parts:
-        for m in missing_parts:
-            c.add(None, m.split(":")[0], f"not run: {m}")
-        if not bad:
-            c.not_run = "; ".join(missing_parts)
+                other += 1
+    c.value = len(bad) + other
+    for m in missing_parts:
+        c.add(None, m.split(":")[0], f"not run: {m}")
+    if missing_parts and not c.value:
+        c.not_run = "; ".join(missing_parts)  # nothing contradicts, but not everything could be compared
     return c
 
 
 # --- (b) MC luminosity --------------------------------------------------------------------
-def check_mc_luminosity(ctx, lumi: Upstream | None = None, mc: Upstream | None = None, tolerance: float = 1e-6) -> Check:
+def check_mc_luminosity(ctx, lumi: Upstream | None = None, mc: Upstream | None = None,
+                        tolerance: float = 1e-6) -> Check:
     """Luminosity used by the MC normalisation vs the luminosity summary over the same runs."""
     c = Check("mc_luminosity", "largest relative difference between the luminosity MC was normalised to and the "
                                "luminosity summary's recorded luminosity of the same runs", threshold=tolerance)
@@ -333,10 +333,10 @@ def check_mc_luminosity(ctx, lumi: Upstream | None = None, mc: Upstream | None =
         c.add(None, MC, f"{weights} not found: per-process luminosity not checked")
     lumi_source = str(mc.value("lumi_source") or "")
     expected_source = str(lumi.dir / "runs_lumi.csv")
-    if lumi_source and Path(lumi_source).parent.name != lumi.dir.name:
+    if lumi_source and Path(lumi_source).parent.parts[-3:] != Path(lumi.dir).parts[-3:]:
         c.add(None, MC, f"normalised with {lumi_source}, not the luminosity summary version summarised here "
                         f"({expected_source})")
-        worst = max(worst, math.inf if not c.rows else worst)
+        worst = math.inf
     c.value = worst
     return c
 
@@ -410,18 +410,16 @@ def check_skim_events(ctx, sel=None, skim: Upstream | None = None, calib: Mappin
                 if "events" in row and "exp" in row and "run" in row:
                     rid = _rid(row)
                     if rid in n_reg and int(row["events"]) != n_reg[rid]:
-                        c.add(rid, name, f"processed {row['events']} events of this run, the registry says {n_reg[rid]}")
+                        c.add(rid, name,
+                              f"processed {row['events']} events of this run, the registry says {n_reg[rid]}")
                         n_bad += 1
     c.value = n_bad
     return c
 
 
 # --- (d) excluded runs --------------------------------------------------------------------
-_BUCKET_WIDE = ("exclude_runs", "data-quality", "event file missing", "no luminosity", "not in the bucket")
-
-
-def _mc_specific(reason: str, ctx) -> bool:
-    """MC's own run types (a subset of the bucket's) are a legitimate MC-only exclusion."""
+def _mc_specific(reason: str) -> bool:
+    """MC's own run types (option ``run_types``, a subset of the bucket's) are a legitimate MC-only exclusion."""
     return reason.startswith("run type ")
 
 
@@ -469,7 +467,7 @@ def check_excluded_runs(ctx, sel=None, lumi: Upstream | None = None, calib: Mapp
     bad: set[RunId] = set()
     for rid in sorted(excluded):
         reasons = excluded[rid]
-        wide = {s: w for s, w in reasons.items() if not (s == MC and _mc_specific(w, ctx))}
+        wide = {s: w for s, w in reasons.items() if not (s == MC and _mc_specific(w))}
         if not wide:
             continue
         users = sorted(s for s, runs in used.items() if rid in runs and s not in reasons)
@@ -491,7 +489,14 @@ def check_excluded_runs(ctx, sel=None, lumi: Upstream | None = None, calib: Mapp
 def run_checks(ctx, options: Mapping[str, Any] | None = None) -> list[Check]:
     """The four checks for a notebook context (bucket_summary), upstreams loaded once."""
     opts = dict(DEFAULT_OPTIONS, **{k: v for k, v in (options or {}).items() if v is not None})
-    sel = bucket_runs(ctx)
+    try:
+        sel = bucket_runs(ctx)
+    except DpnbError as exc:  # no run registry: nothing can be compared, but the summary still renders
+        return [Check(n, d, not_run=f"the bucket's runs cannot be selected: {exc}") for n, d in (
+            ("run_sets", "bucket runs vs luminosity, calibration, global tag"),
+            ("mc_luminosity", "MC luminosity vs luminosity summary"),
+            ("skim_events", "skim input events vs processed events"),
+            ("excluded_runs", "excluded runs consistent everywhere"))]
     lumi, mc, skim = (load_upstream(ctx, n) for n in (LUMI, MC, SKIM))
     calib = {n: load_upstream(ctx, n) for n in calibration_steps(ctx)}
     return [

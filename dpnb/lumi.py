@@ -62,7 +62,6 @@ __all__ = [
     "annotation_findings",
     "brilcalc_totals",
     "LumiSummary",
-    "select_bucket_runs",
     "summarize",
     "finding_counts",
     "plot_fill",
@@ -470,16 +469,6 @@ class LumiSummary:
     comparison: object = None
     n_negative_raw: int = 0
     longest_gap_s: float = 0.0
-
-
-def select_bucket_runs(registry, in_bucket, run_types):
-    """Rows of ``registry`` (runs.csv) for which ``in_bucket(RunId)`` holds and whose run type
-    is in ``run_types`` (all types when empty)."""
-    from .runs import RunId
-
-    keep = [bool(in_bucket(RunId(int(e), int(r)))) and (not run_types or t in run_types)
-            for e, r, t in zip(registry.exp, registry.run, registry.run_type)]
-    return registry[np.asarray(keep, dtype=bool)].reset_index(drop=True)
 
 
 def summarize(lumi_dir, registry, expt: str, options: dict, previous_lumi_dir=None, n_threads: int = 1) -> LumiSummary:

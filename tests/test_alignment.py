@@ -101,7 +101,7 @@ def test_dependency_missing_for_some_runs(tmp_path):
     t0 = {"t0_ns": np.zeros(n), "t0_err_ns": np.ones(n), "status": np.zeros(n, np.int8)}
     db.add_payload("gt", "ChannelT0", t0, IOV(1, 1, 1, 3), {"step": "test"})
     runs = [RunId(1, r) for r in range(1, 6)]
-    with pytest.raises(ConditionsError, match=r"ChannelT0 missing for 2 run\(s\): 1:4, 1:5"):
+    with pytest.raises(ConditionsError, match=r"ChannelT0: 2 run\(s\) 1:4, 1:5"):
         check_dependencies(db, "alignment", runs, ["gt"], "fail")
     use, skipped = check_dependencies(db, "alignment", runs, ["gt"], "skip")
     assert use == runs[:3] and sorted(skipped) == runs[3:]

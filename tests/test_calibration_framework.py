@@ -248,12 +248,16 @@ def test_cli_state_and_publish(gt_db, capsys, monkeypatch):
     assert "illegal transition TESTING -> OPEN" in capsys.readouterr().err
     assert gt(gt_db, "state", "demo_calibration", "VALIDATED", "--by", "alice") == 0
     assert gt(gt_db, "state", "demo_calibration", "PUBLISHED") == 2  # only through publish
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal, no --yes: refused
-    assert gt(gt_db, "publish", "demo_calibration") == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    # without --bucket the approvals cannot be checked: refused, naming the override
+    assert gt(gt_db, "publish", "demo_calibration", "--yes") == 2
+    assert "--override-approval" in capsys.readouterr().err
+    # with the override but not a terminal and no --yes: refused too
+    assert gt(gt_db, "publish", "demo_calibration", "--override-approval", "--by", "bob") == 2
     assert "--yes" in capsys.readouterr().err
     with ConditionsDB(gt_db) as db:
         assert db.state("demo_calibration") == "VALIDATED"
-    assert gt(gt_db, "publish", "demo_calibration", "--yes", "--by", "bob") == 0
+    assert gt(gt_db, "publish", "demo_calibration", "--yes", "--override-approval", "--by", "bob") == 0
     with ConditionsDB(gt_db) as db:
         assert db.state("demo_calibration") == "PUBLISHED"
         assert db.history("demo_calibration")[-1]["who"] == "bob"
@@ -270,7 +274,7 @@ def test_cli_publish_asks_to_retype(gt_db, monkeypatch, typed, rc, state):
         db.set_state("demo_prev", "TESTING", runs=runs(1, 5))
         db.set_state("demo_prev", "VALIDATED")
     monkeypatch.setattr("sys.stdin", FakeTerminal(typed))
-    assert gt(gt_db, "publish", "demo_prev") == rc
+    assert gt(gt_db, "publish", "demo_prev", "--override-approval", "--by", "carol") == rc
     with ConditionsDB(gt_db) as db:
         assert db.state("demo_prev") == state
 

@@ -285,7 +285,8 @@ def test_notebook_on_tiny_data(tiny_dataset, tmp_path, monkeypatch):
     lines.insert(10, "1772410000 1 5.0")        # a line with missing columns
     lumi_file.write_text("\n".join(lines) + "\n")
     bucket = tmp_path / "tiny.yaml"
-    bucket.write_text(f"label: tiny\nruns: ['1:1-7']\ndata:\n  root: {data}\nreports_dir: {tmp_path / 'reports'}\n"
+    bucket.write_text(f"label: tiny\nruns: ['1:1-7']\ndata:\n  root: {data}\n  raw: {tiny_dataset / 'raw'}\n"
+                      f"reports_dir: {tmp_path / 'reports'}\n"
                       "notebooks:\n  luminosity_summary:\n    target_fb: 0.0005\n")
     monkeypatch.setenv("DPNB_BUCKET_FILE", str(bucket))
     monkeypatch.setenv("MPLBACKEND", "agg")

@@ -120,6 +120,29 @@ def test_expression_matches_python_reference():
     assert expr.branches == ["clus_energy", "trk_d0", "trk_px", "trk_py", "trk_z0"]
 
 
+def test_fused_good_track_count_equals_generic_path():
+    """The good-track conjunction runs as a fused kernel; a variant that defeats the pattern
+    (an extra always-true cut) takes the generic numpy path and must give the same events."""
+    from dpnb.skims.expr import _good_track_cuts
+
+    cols_set = detector_columns()
+    fused = compile_expression("count(abs(trk_z0) < 4 and trk_pt > 0.2 and abs(trk_d0) < 2) >= 3", cols_set)
+    generic = compile_expression("count(abs(trk_z0) < 4 and trk_pt > 0.2 and abs(trk_d0) < 2 and trk_pt > -1) >= 3",
+                                 cols_set)
+    assert _good_track_cuts(fused.root.left.args[0]) == (0.2, 2.0, 4.0)
+    assert _good_track_cuts(generic.root.left.args[0]) is None
+    ev = _synthetic(np.random.default_rng(9), 3000)
+    cols = ChunkColumns(_chunk(ev), 2)
+    a, b = fused.evaluate(cols), generic.evaluate(cols)
+    np.testing.assert_array_equal(a, b)
+    off = np.append(0, np.cumsum(ev["ntrk"]))
+    x, y = ev["trk_px"].astype(np.float64), ev["trk_py"].astype(np.float64)
+    good = (np.sqrt(x * x + y * y) > 0.2) & (np.abs(ev["trk_d0"].astype(np.float64)) < 2) & (np.abs(ev["trk_z0"]) < 4)
+    expect = np.array([good[off[i]:off[i + 1]].sum() >= 3 for i in range(len(off) - 1)])
+    np.testing.assert_array_equal(a, expect)
+    assert 0.2 < a.mean() < 0.9
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.floats(0.0, 2.0), st.integers(0, 5), st.sampled_from(["hlt_hadron", "hlt_bhabha"]))
 def test_expression_properties(seed, pt_cut, n_min, bit_name):

@@ -76,3 +76,35 @@ def test_diff_results_handles_removed_values():
     changes, gates = diff_results(_results({"a": {"value": 1.0}}, {}), _results({}, {"g": {"verdict": "pass"}}))
     assert [(c.name, c.old, c.new) for c in changes] == [("a", 1.0, None)]
     assert gates == [("g", None, "pass")]
+
+
+def test_index_links_the_diff_page_with_the_changed_numbers(two_versions):
+    from dpnb.reports.index import write_index
+
+    page = two_versions / "b1" / "lumi" / "diff-v1-v2.html"
+    assert not page.exists()
+    index = write_index(two_versions).read_text()
+    assert page.exists()  # written lazily with the index
+    text = page.read_text()
+    assert "<script" not in text and "<link" not in text and "http" not in text  # self-contained
+    assert "href='b1/lumi/diff-v1-v2.html'>v1 &rarr; v2</a>" in index
+    assert "4 numbers changed, 1 gate verdict" in index
+    listed = index[index.index("<ul class='changed-numbers'>"):index.index("</ul>", index.index("changed-numbers"))]
+    # most significant first; the new value's name is escaped; the unchanged one is not listed
+    assert listed.index("lumi_pb: 100 &rarr; 104 (2.8&sigma;)") < listed.index("ratio: 2 &rarr; 2.2 (+10%)")
+    assert listed.index("ratio") < listed.index("n_runs: 40 &rarr; 41 (+2.5%)")
+    assert "new_&lt;b&gt;: None &rarr; 1" in listed and "same" not in listed
+    # a diff page is never rewritten: versions are immutable
+    page.write_text("kept")
+    write_index(two_versions)
+    assert page.read_text() == "kept"
+
+
+def test_report_header_links_diff_and_signoff_pages():
+    from dpnb.reports.html import header_html
+
+    man = {"notebook": "lumi", "bucket": "b1", "version": 2, "previous_version": 1, "status": "PASS"}
+    head = header_html(man, {"gates": {}}, {"first": False})
+    assert 'href="../diff-v1-v2.html"' in head and "href='../../reviews.html#nb-lumi'" in head
+    first = header_html(dict(man, version=1, previous_version=None), {"gates": {}}, {"first": True})
+    assert "diff-v" not in first and "reviews.html" in first

@@ -170,28 +170,14 @@ def check_dependencies(db, step: str, runs: Iterable[RunId], tags, policy: str) 
 
     Returns ``(runs to use, {skipped run: reason})``. ``policy="fail"`` raises
     :class:`ConditionsError` naming the payloads and the runs without them; ``"skip"``
-    drops those runs.
+    drops those runs. (The notebooks' option ``on_missing_dependency``.)
     """
-    from .steps import missing_upstream
+    from .steps import runs_to_calibrate
 
     if policy not in ("fail", "skip"):
         msg = f"step {step!r}: on_missing_dependency = {policy!r}; expected 'fail' or 'skip'"
         raise InputError(msg)
-    runs = sorted(set(runs))
-    missing = missing_upstream(db, step, runs, tags)
-    if not missing:
-        return runs, {}
-    if policy == "fail":
-        detail = "; ".join(f"{p} missing for {len(rs)} run(s): {', '.join(map(str, rs[:10]))}"
-                           f"{' ...' if len(rs) > 10 else ''}" for p, rs in sorted(missing.items()))
-        msg = (f"step {step!r}: upstream payloads missing in tag chain {list(tags)}: {detail} "
-               "(run the upstream step first, or set on_missing_dependency: skip)")
-        raise ConditionsError(msg)
-    skipped: dict[RunId, str] = {}
-    for p, rs in sorted(missing.items()):
-        for r in rs:
-            skipped[r] = (skipped[r] + ", " if r in skipped else "no upstream payload ") + p
-    return [r for r in runs if r not in skipped], skipped
+    return runs_to_calibrate(db, step, runs, tags, policy=policy)
 
 
 def ensure_tag(db, tag: str) -> str:

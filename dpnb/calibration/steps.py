@@ -259,24 +259,29 @@ def missing_upstream(db, name: str, runs: Iterable[RunId], tags, steps: Mapping[
     return out
 
 
-def runs_to_calibrate(db, name: str, runs: Iterable[RunId], tags, steps: Mapping[str, Step] | None = None
-                      ) -> tuple[list[RunId], dict[RunId, str]]:
-    """Apply step ``name``'s ``on_missing_upstream`` policy: ``(runs to use, {skipped run: reason})``.
+def runs_to_calibrate(db, name: str, runs: Iterable[RunId], tags, steps: Mapping[str, Step] | None = None,
+                      policy: str | None = None) -> tuple[list[RunId], dict[RunId, str]]:
+    """Apply a missing-upstream policy: ``(runs to use, {skipped run: reason})``.
 
-    With policy ``stop`` any missing upstream payload raises ConditionsError naming the
-    payloads and runs; with ``skip`` those runs are returned as skipped with the reason.
+    ``policy`` is the step's ``on_missing_upstream`` unless given (a notebook option):
+    ``stop`` (or ``fail``) raises ConditionsError naming the payloads and runs without
+    them; ``skip`` returns those runs as skipped with the reason.
     """
     step = get_step(name, steps)
+    policy = policy or step.on_missing_upstream
+    if policy not in ("stop", "fail", "skip"):
+        msg = f"step {name!r}: missing-upstream policy {policy!r}; expected 'fail' (or 'stop') or 'skip'"
+        raise ConditionsError(msg)
     runs = sorted(set(runs))
     missing = missing_upstream(db, name, runs, tags, steps)
     if not missing:
         return runs, {}
-    if step.on_missing_upstream == "stop":
+    if policy in ("stop", "fail"):
         detail = "; ".join(f"{p}: {len(rs)} run(s) {', '.join(map(str, rs[:5]))}{' ...' if len(rs) > 5 else ''}"
                            for p, rs in sorted(missing.items()))
         chain = [tags] if isinstance(tags, str) else list(tags)
         msg = (f"step {name!r}: upstream payloads missing in tag chain {chain}: {detail} "
-               "(run the upstream step first; its policy on_missing_upstream is 'stop')")
+               f"(run the upstream step first, or set the policy to 'skip'; it is {policy!r})")
         raise ConditionsError(msg)
     skipped: dict[RunId, str] = {}
     for p, rs in sorted(missing.items()):

@@ -4,12 +4,21 @@
     dpnb gt --bucket parameters/buckets/demo.yaml show TAG
     dpnb gt ... diff TAG_A TAG_B
     dpnb gt ... state TAG NEW [--runs 1:1-40 ...]     (OPEN -> TESTING needs the run list)
-    dpnb gt ... publish TAG [--yes] [--by NAME]
+    dpnb gt --bucket parameters/buckets/demo.yaml publish TAG [--yes] [--by NAME]
+    dpnb gt --bucket ... publish TAG --override-approval --by NAME   (recorded in the tag history)
 
 ``--db`` names the SQLite file; ``--bucket`` takes it from the bucket's parameters
 (``conditions.db``) and, for ``state TAG TESTING``, the bucket's runs (``dpnb.bucket``).
 ``--db``/``--bucket`` may come before or after the subcommand. ``publish`` asks to retype
 the tag name unless ``--yes``; without a terminal and without ``--yes`` it refuses.
+
+``publish`` needs reviewer sign-off: the latest version of every report of the bucket
+(each notebook of the DAG and each notebook directory in ``reports/<bucket>/``) must have
+an approval as its latest review (:func:`dpnb.review.bucket_approved`), so it needs
+``--bucket`` (for the bucket label, its global tag and its reports directory; with ``--db``
+only, approvals cannot be checked and count as missing). Without the approvals it refuses
+and lists the reports; ``--override-approval --by NAME`` publishes anyway and the tag
+history records the override, who, and the unapproved reports.
 Errors exit with 2.
 """
 
@@ -19,7 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import InputError, ParameterError
+from ..errors import InputError, ParameterError, TagStateError
 
 __all__ = ["register"]
 
@@ -49,7 +58,9 @@ def register(subparsers) -> None:
     s = sub.add_parser("publish", parents=[common], help="publish a VALIDATED tag (asks to retype its name)")
     s.add_argument("tag")
     s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    s.add_argument("--by", default="", help="who (default: login name)")
+    s.add_argument("--by", default="", help="who (default: login name; required with --override-approval)")
+    s.add_argument("--override-approval", action="store_true",
+                   help="publish although reports are not approved (recorded in the tag history)")
     p.set_defaults(func=run)
 
 
@@ -91,6 +102,41 @@ def _bucket_runs(args):
     view = SimpleNamespace(params=params, data=params["data"], run_ranges=parse_run_ranges(params["runs"]),
                            exclude_ranges=parse_run_ranges(params.get("exclude_runs") or [], "exclude_runs"))
     return select_runs(view).selected
+
+
+def _approvals(args, tag: str) -> tuple[bool, list[str], str]:
+    """(approved, problems, approvals note) for the bucket of ``--bucket`` (see the module docstring)."""
+    from ..params import project_root
+    from ..reports import versions
+    from ..reports.rollup import dag_notebooks
+    from ..review import latest_review
+
+    if not args.bucket:
+        return False, ["approvals not checked: no --bucket given (it names the bucket and its reports)"], ""
+    params = _params(args)
+    label, gtag = params["label"], (params.get("conditions") or {}).get("global_tag")
+    if gtag != tag:
+        msg = f"--bucket {args.bucket}: bucket {label!r} has global tag {gtag!r}, not {tag!r}; expected its own tag"
+        raise ParameterError(msg)
+    reports = Path(params["reports_dir"])
+    bucket_dir = reports / label
+    names = set(dag_notebooks("", project_root(Path(args.bucket).resolve().parent)))
+    if bucket_dir.is_dir():
+        names |= {p.name for p in bucket_dir.iterdir() if p.is_dir() and versions.list_versions(p)}
+    problems, approved = [], []
+    for nb in sorted(names):
+        v = versions.latest_version(bucket_dir / nb)
+        if v is None:
+            problems.append(f"{nb}: no report in {bucket_dir / nb}")
+            continue
+        r = latest_review(reports, label, nb, v)
+        if r is None or r.verdict != "approve":
+            problems.append(f"{nb} v{v}: {'not reviewed' if r is None else 'rejected by ' + r.by}")
+        else:
+            approved.append(f"{nb} v{v} by {r.by}")
+    if not names:
+        problems.append(f"no reports of bucket {label!r} in {bucket_dir}")
+    return not problems, problems, "approved: " + ", ".join(approved)
 
 
 def _show(db, tag: str) -> None:
@@ -158,8 +204,23 @@ def run(args) -> int:
             if state != "VALIDATED":
                 db.publish(args.tag, by=args.by)  # raises with the reason (or no-op if PUBLISHED)
             else:
+                override = bool(getattr(args, "override_approval", False))
+                if override and not str(args.by).strip():
+                    msg = "--override-approval needs --by NAME: the override is recorded with who used it"
+                    raise ParameterError(msg)
+                ok, problems, note = _approvals(args, args.tag)
+                if not ok and not override:
+                    msg = (f"refusing to publish {args.tag!r}: the latest version of every report of the bucket must "
+                           f"be approved (dpnb review <bucket> <notebook> vN --approve --by NAME); not approved: "
+                           f"{'; '.join(problems)}. To publish anyway: --override-approval --by NAME (recorded)")
+                    raise TagStateError(msg)
                 if not args.yes:
                     _confirm(args.tag)
-                db.publish(args.tag, by=args.by)
+                if not ok:
+                    note = "override of reviewer approvals; not approved: " + "; ".join(problems)
+                db.publish(args.tag, by=args.by, approvals_ok=ok, override=override, note=note)
+                if not ok:
+                    print(f"WARNING: published without approvals (override by {args.by} recorded): "
+                          + "; ".join(problems))
             print(f"{args.tag}: PUBLISHED")
     return 0

@@ -1,4 +1,9 @@
-"""``dpnb review <bucket> <notebook> vN --approve|--reject --by NAME [--comment TEXT]``."""
+"""``dpnb review <bucket> <notebook> vN --approve|--reject --by NAME [--comment TEXT]``.
+
+Appends one entry to ``reports/<bucket>/reviews.jsonl`` (:mod:`dpnb.review`; it never edits
+or removes one, and refuses to append to a log that was altered), then rewrites
+``reports/index.html`` and ``reports/<bucket>/reviews.html`` so the sign-off shows at once.
+"""
 
 from __future__ import annotations
 
@@ -41,5 +46,6 @@ def run(args) -> int:
     print(f"{r.verdict}d {r.bucket}/{r.notebook}/v{r.version} by {r.by} at {r.time}")
     from ..reports.index import write_index
 
-    write_index(reports)
+    index = write_index(reports)
+    print(f"index: {index}; sign-off page: {reports / r.bucket / 'reviews.html'}")
     return 0

@@ -7,10 +7,10 @@ first with :func:`count_invalid` (the kernels stay pure and never raise).
 
 Binning is regular: bin ``b`` holds ``lo + b * w <= value < lo + (b + 1) * w`` with
 ``w = (hi - lo) / n_bins``; histograms are int64 counts. Parallel fills split the
-entries into ``nthreads`` contiguous blocks (one partial histogram per block, then added)
-or, for the large per-channel histograms, give each thread a range of channels (see
-:func:`fill_channel_hist`); either way integer counts make the result exactly the serial
-one for any thread count.
+entries into ``nthreads`` contiguous blocks, one partial histogram per block, then add the
+partials (for the large per-channel histogram the first block fills the output directly);
+integer counts make the result exactly the serial one for any thread count. Inputs too
+small to be worth a thread run serially (:func:`effective_threads`).
 """
 
 from __future__ import annotations
@@ -181,14 +181,23 @@ def _fill_channel_range(channel, value, n_channels, n_bins, lo, hi, first, stop,
 
 @njit(parallel=True)
 def _fill_channel_parallel(channel, value, n_channels, n_bins, lo, hi, nthreads, flat_out):
-    # Each thread owns a range of channels and reads every hit: computing indices twice is
-    # cheap, while one parallel region with no partial copies, merges or barriers per chunk
-    # stays fast also on a loaded machine.
-    per = ((n_channels + nthreads - 1) // nthreads) * n_bins
+    # Each thread fills a contiguous block of hits: the first into the output, the others
+    # into private copies added at the end (a few ms for a 20k x 200 histogram, far less
+    # than having threads share the increments).
+    n = channel.shape[0]
     total = n_channels * n_bins
+    step = (n + nthreads - 1) // nthreads
+    part = np.zeros((nthreads - 1, total), dtype=np.int64)
     for th in prange(nthreads):
-        _fill_channel_range(channel, value, n_channels, n_bins, lo, hi, th * per, min(total, th * per + per),
-                            flat_out)
+        a = th * step
+        b = min(n, a + step)
+        if th == 0:
+            _fill_channel_range(channel[a:b], value[a:b], n_channels, n_bins, lo, hi, 0, total, flat_out)
+        else:
+            _fill_channel_range(channel[a:b], value[a:b], n_channels, n_bins, lo, hi, 0, total, part[th - 1])
+    for k in range(nthreads - 1):
+        for j in range(total):
+            flat_out[j] += part[k, j]
 
 
 def fill_channel_hist(channel, value, n_channels, n_bins, lo, hi, nthreads=1, out=None):
@@ -196,8 +205,8 @@ def fill_channel_hist(channel, value, n_channels, n_bins, lo, hi, nthreads=1, ou
 
     ``channel`` is an integer array, ``value`` a float array of the same length (e.g. hit
     times in ns). Hits are processed in chunks (flat bin indices first, then increments);
-    each of ``nthreads`` threads owns a range of channels. The result does not depend on
-    ``nthreads``.
+    each of ``nthreads`` threads fills a block of hits into its own copy, and the copies are
+    added. The result does not depend on ``nthreads``.
     ``out`` (int64[n_channels, n_bins], C-contiguous) is added to in place when given, so a
     stream of chunks accumulates without reallocating. Returns the histogram.
     """

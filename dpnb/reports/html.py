@@ -6,7 +6,10 @@ plus the lab template's inline outputs), CSS is inlined, and the template's CDN 
 from the network and logs no errors. Code inputs are hidden by a pure-CSS checkbox toggle
 ("show code"), which works without JavaScript; the failing cell of a FAILED notebook keeps
 its input visible. A header shows bucket, notebook, version, status, the gates table, the
-link to the previous version and what changed.
+link to the previous version and what changed, a link to the full diff page against the
+previous version (``../diff-v<prev>-v<N>.html``, written with the index) and a link to the
+bucket's sign-off page (``../../reviews.html``; the review state itself is not in the
+immutable report, since a review comes after the version is written).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from typing import Any, Mapping
 
 __all__ = ["render_report", "header_html", "STATUS_CLASS", "badge"]
 
+#: per-bucket sign-off page written with the index (dpnb.reports.index); report.html is immutable,
+#: so it links there instead of showing a review state that could go stale
+_REVIEWS_PAGE = "reviews.html"
 STATUS_CLASS = {"PASS": "pass", "WARN": "warn", "FAIL": "fail", "FAILED": "failed", "SKIPPED": "skipped"}
 
 BADGE_CSS = """
@@ -104,6 +110,10 @@ def header_html(manifest: Mapping, results: Mapping | None, diff: Mapping) -> st
     prev = m.get("previous_version")
     prev_html = (f'<a class="dpnb-prev" href="../v{int(prev)}/report.html">previous version v{int(prev)}</a>'
                  if prev else "no previous version")
+    diff_html = ""
+    if prev and m.get("version"):
+        diff_html = (f'<p><a class="dpnb-diff" href="../diff-v{int(prev)}-v{int(m["version"])}.html">'
+                     f'every change since v{int(prev)}: parameters, inputs, code and each recorded number</a></p>')
     error = m.get("error")
     err_html = f"<p class='dpnb-error'><b>Execution failed:</b> {html.escape(str(error))}</p>" if error else ""
     code = m.get("code") or {}
@@ -114,9 +124,11 @@ def header_html(manifest: Mapping, results: Mapping | None, diff: Mapping) -> st
         f"<p class='dpnb-meta'>started {_fmt(m.get('start_time'))} &middot; {float(m.get('duration_s') or 0):.1f} s"
         f" &middot; dpnb {_fmt(code.get('dpnb_version'))} (git {_fmt((code.get('git_commit') or '')[:10])}"
         f"{' dirty' if code.get('git_dirty') else ''}) &middot; key {_fmt(str(m.get('content_key'))[:12])}"
-        f" &middot; {prev_html} &middot; <a href='../../../index.html'>index</a></p>"
+        f" &middot; {prev_html} &middot; <a href='../../../index.html'>index</a>"
+        f" &middot; <a class='dpnb-signoff' href='../../{_REVIEWS_PAGE}#nb-{html.escape(str(m.get('notebook')))}'>"
+        "sign-off (reviews of this bucket)</a></p>"
         f"{err_html}<h2 style='font-size:110%'>Gates</h2>{gates_html}"
-        f"<h2 style='font-size:110%'>What changed</h2>{_changes_html(diff)}"
+        f"<h2 style='font-size:110%'>What changed</h2>{_changes_html(diff)}{diff_html}"
         "</header>"
     )
 

@@ -405,12 +405,19 @@ class Expression:
             bit = HLT_BITS[node.args[0].value]
             return ((np.asarray(cols["hlt_bits"]).astype(np.int64) >> bit) & 1).astype(bool)
         a = node.args[0]
-        v = self._eval(a, cols)
+        v = self._eval(a, cols) if f != "count" else None
         if f == "abs":
             return np.abs(v)
         if f == "sqrt":
             with np.errstate(invalid="ignore"):
                 return np.sqrt(np.asarray(v, dtype=np.float64))
+        if f == "count":
+            cuts = _good_track_cuts(a)
+            if cuts is not None:
+                # the standard good-track conjunction runs as one fused kernel (no temporaries)
+                return ks.count_good_tracks(cols["trk_px"], cols["trk_py"], cols["trk_d0"], cols["trk_z0"],
+                                            cols.offsets("trk"), *cuts, cols.n_threads)
+            v = self._eval(a, cols)
         off = cols.offsets(a.kind)
         n = cols.n_threads
         v = np.broadcast_to(v, (int(off[-1]),)) if np.ndim(v) == 0 else v
@@ -428,6 +435,35 @@ class Expression:
             return ks.min_per_event(np.ascontiguousarray(v), off, np.inf, n)
         msg = f"unknown function {f!r}"
         raise TypeError(msg)
+
+
+def _conjuncts(node: Node) -> list:
+    if isinstance(node, Binary) and node.op == "and":
+        return _conjuncts(node.left) + _conjuncts(node.right)
+    return [node]
+
+
+def _good_track_cuts(node: Node):
+    """(pt_min, d0_max, z0_max) if ``node`` is exactly ``trk_pt > a and abs(trk_d0) < b and
+    abs(trk_z0) < c`` (any order, a >= 0), the cut of :func:`dpnb.kernels.select.count_good_tracks`."""
+    parts = _conjuncts(node)
+    if len(parts) != 3:
+        return None
+    cuts = {}
+    for p in parts:
+        if not (isinstance(p, Binary) and isinstance(p.right, Num)):
+            return None
+        left = p.left
+        if p.op == ">" and isinstance(left, Col) and left.name == "trk_pt" and p.right.value >= 0:
+            cuts["pt"] = p.right.value
+        elif (p.op == "<" and isinstance(left, Call) and left.func == "abs" and isinstance(left.args[0], Col)
+              and left.args[0].name in ("trk_d0", "trk_z0")):
+            cuts[left.args[0].name] = p.right.value
+        else:
+            return None
+    if set(cuts) != {"pt", "trk_d0", "trk_z0"}:
+        return None
+    return float(cuts["pt"]), float(cuts["trk_d0"]), float(cuts["trk_z0"])
 
 
 def compile_expression(text: str, columns: ColumnSet, where: str = "selection", want: str = "condition") -> Expression:

