@@ -39,6 +39,11 @@ def register(subparsers) -> None:
                    help="wait this long for another run of the same bucket before refusing (default 60)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any gate verdict is FAIL")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="where notebooks and their per-run work run: local processes (default) or a Dask cluster")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="with --executor dask: a running scheduler (tcp://host:8786); default: a LocalCluster of "
+                        "--jobs workers. See docs/scaling.md for HTCondor/Slurm with dask-jobqueue")
     p.set_defaults(func=main)
 
 
@@ -52,6 +57,10 @@ def main(args: argparse.Namespace) -> int:
         msg = f"--jobs {args.jobs}: expected a positive number of parallel notebooks"
         raise ParameterError(msg)
     opts = RunOptions(only=args.only, jobs=args.jobs or os.cpu_count() or 1, force=args.force, timeout=args.timeout,
-                      strict=args.strict, lock_timeout=args.lock_timeout, progress=not args.no_progress)
+                      strict=args.strict, lock_timeout=args.lock_timeout, progress=not args.no_progress,
+                      executor=args.executor, scheduler=args.scheduler)
+    if args.scheduler and args.executor == "local":
+        args.executor = "dask"  # a scheduler address means the Dask executor
+        opts.executor, opts.scheduler = "dask", args.scheduler
     outcomes = run_bucket(args.bucket, args.overrides, opts, reports_dir=args.reports_dir)
     return exit_code(outcomes, strict=args.strict)

@@ -33,8 +33,9 @@ __all__ = [
     "content_key",
 ]
 
-# parameters that say where things go, not what is computed
-_KEY_EXCLUDED = ("reports_dir",)
+# parameters that say where things go or how work is spread, not what is computed
+# (the local and the Dask executor give identical results)
+_KEY_EXCLUDED = ("reports_dir", "executor", "cache_dir")
 
 
 def canonical_json(obj: Any) -> str:

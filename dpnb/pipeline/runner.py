@@ -40,6 +40,8 @@ class RunOptions:
     strict: bool = False
     lock_timeout: float = 60.0
     progress: bool = True
+    executor: str = "local"  # local | dask
+    scheduler: str | None = None  # Dask scheduler address; None = a LocalCluster of `jobs` workers
 
 
 @dataclass
@@ -144,21 +146,50 @@ def run_bucket(bucket_file: str | os.PathLike, overrides: Sequence[str] = (), op
     from .execute import skip_slow_optional_imports
 
     skip_slow_optional_imports()
-    prep = prepare(bucket_file, overrides, options.only, reports_dir)
-    prep.timeout = options.timeout
-    with BucketLock(prep.bucket_dir, timeout_s=options.lock_timeout):
-        versions.clean_leftovers(prep.bucket_dir)
-        outcomes = _schedule(prep, options, out)
-        from ..reports.index import write_index
+    overrides = list(overrides)
+    if options.executor not in ("local", "dask"):
+        msg = f"--executor {options.executor!r}: expected 'local' or 'dask'"
+        raise PipelineError(msg)
+    if options.executor == "dask":
+        # validate before starting a cluster; then point the notebooks' per-run work at it
+        prepare(bucket_file, overrides, options.only, reports_dir)
+    client = _dask_client(options) if options.executor == "dask" else None
+    try:
+        if client is not None:
+            overrides.append({"executor": {"kind": "dask", "scheduler": client.scheduler.address}})
+        prep = prepare(bucket_file, overrides, options.only, reports_dir)
+        prep.timeout = options.timeout
+        with BucketLock(prep.bucket_dir, timeout_s=options.lock_timeout):
+            versions.clean_leftovers(prep.bucket_dir)
+            outcomes = _schedule(prep, options, out, client)
+            from ..reports.index import write_index
 
-        index = write_index(Path(prep.params["reports_dir"]))
+            index = write_index(Path(prep.params["reports_dir"]))
+    finally:
+        if client is not None:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()
     for o in outcomes:
         print(o.line(), file=out)
     print(f"index: {index}", file=out)
     return outcomes
 
 
-def _schedule(prep: Prepared, options: RunOptions, out: TextIO) -> list[Outcome]:
+def _dask_client(options: RunOptions):
+    import logging
+
+    from ..scale import ExecutorConfig, dask_client
+
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # the progress lines are ours
+
+    jobs = options.jobs or os.cpu_count() or 1
+    return dask_client(ExecutorConfig(kind="dask", scheduler=options.scheduler, n_workers=max(1, jobs)))
+
+
+def _schedule(prep: Prepared, options: RunOptions, out: TextIO, client=None) -> list[Outcome]:
     graph, params = prep.graph, prep.params
     label = params["label"]
     hashes = cache.FileHashCache(prep.bucket_dir / ".file_hashes.json")
@@ -185,7 +216,11 @@ def _schedule(prep: Prepared, options: RunOptions, out: TextIO) -> list[Outcome]
     pending = list(prep.selected)
     jobs = options.jobs or os.cpu_count() or 1
     pool = None
-    if jobs > 1 and len(pending) > 1:
+    if client is not None:
+        from .dask_pool import DaskPool
+
+        pool = DaskPool(client, jobs)
+    elif jobs > 1 and len(pending) > 1:
         from .execute import WorkerPool
 
         pool = WorkerPool(jobs)
