@@ -12,7 +12,8 @@
   ``pandas.DataFrame.groupby(channel)[value].agg(["mean", "median"])``; target <= 0.3x the
   pandas time.
 
-Each time is the best of ``repeats`` runs after a warm-up (numba compilation excluded);
+Each time is the best of ``repeats`` rounds after a warm-up (numba compilation excluded), the
+compared functions alternating within a round so that they see the same machine load;
 results are checked to agree before timing. Speed is never asserted in tests; this prints a
 table and returns the numbers. ``python benchmarks/bench_hist.py [--quick]``.
 """
@@ -32,13 +33,17 @@ N_BINS = 200
 T_RANGE = (0.0, 400.0)
 
 
-def _best(fn, repeats):
-    best = float("inf")
-    out = None
+def _interleaved(fns: dict, repeats: int):
+    """Best time of each function over ``repeats`` rounds, the functions alternating within
+    a round so that all of them see the same load of the shared machine. Returns
+    ``({name: seconds}, {name: last result})``."""
+    best = {k: float("inf") for k in fns}
+    out = {}
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            out[k] = fn()
+            best[k] = min(best[k], time.perf_counter() - t)
     return best, out
 
 
@@ -83,10 +88,14 @@ def run(quick: bool = False, repeats: int | None = None) -> dict:
         h.fill(ch, t, threads=threads)
         return h
 
-    times["fill2d_dpnb_2threads"], ours = _best(lambda: fill_channel_hist(ch, t, N_CHANNELS, N_BINS, *T_RANGE, 2), repeats)
-    times["fill2d_dpnb_1thread"], _ = _best(lambda: fill_channel_hist(ch, t, N_CHANNELS, N_BINS, *T_RANGE, 1), repeats)
-    times["fill2d_bh_threads2"], ref = _best(lambda: bh2d(2), repeats)
-    times["fill2d_bh_threads1"], _ = _best(lambda: bh2d(1), repeats)
+    t2d, o2d = _interleaved({
+        "fill2d_dpnb_2threads": lambda: fill_channel_hist(ch, t, N_CHANNELS, N_BINS, *T_RANGE, 2),
+        "fill2d_bh_threads2": lambda: bh2d(2),
+        "fill2d_dpnb_1thread": lambda: fill_channel_hist(ch, t, N_CHANNELS, N_BINS, *T_RANGE, 1),
+        "fill2d_bh_threads1": lambda: bh2d(1),
+    }, repeats)
+    times.update(t2d)
+    ours, ref = o2d["fill2d_dpnb_2threads"], o2d["fill2d_bh_threads2"]
     _check_agreement("fill_channel_hist", ours, ref.view(), n_fill)
     del ours, ref
 
@@ -96,18 +105,25 @@ def run(quick: bool = False, repeats: int | None = None) -> dict:
         h.fill(t, threads=threads)
         return h
 
-    times["fill1d_dpnb_2threads"], o1 = _best(lambda: fill_hist1d(t, 1000, *T_RANGE, 2), repeats)
-    times["fill1d_dpnb_1thread"], _ = _best(lambda: fill_hist1d(t, 1000, *T_RANGE, 1), repeats)
-    times["fill1d_bh_threads2"], r1 = _best(lambda: bh1d(2), repeats)
-    times["fill1d_bh_threads1"], _ = _best(lambda: bh1d(1), repeats)
+    t1d, o1d = _interleaved({
+        "fill1d_dpnb_2threads": lambda: fill_hist1d(t, 1000, *T_RANGE, 2),
+        "fill1d_bh_threads2": lambda: bh1d(2),
+        "fill1d_dpnb_1thread": lambda: fill_hist1d(t, 1000, *T_RANGE, 1),
+        "fill1d_bh_threads1": lambda: bh1d(1),
+    }, repeats)
+    times.update(t1d)
+    o1, r1 = o1d["fill1d_dpnb_2threads"], o1d["fill1d_bh_threads2"]
     _check_agreement("fill_hist1d", o1, r1.view(), n_fill)
 
     # --- per-channel mean and median
     cs, ts = ch[:n_stats], t[:n_stats]
     df = pd.DataFrame({"channel": cs, "time": ts})
-    times["mean_median_dpnb_2threads"], (cnt, mean, med) = _best(
-        lambda: channel_mean_median(cs, ts, N_CHANNELS, 2), repeats)
-    times["mean_median_pandas"], agg = _best(lambda: df.groupby("channel")["time"].agg(["mean", "median"]), repeats)
+    tmm, omm = _interleaved({
+        "mean_median_dpnb_2threads": lambda: channel_mean_median(cs, ts, N_CHANNELS, 2),
+        "mean_median_pandas": lambda: df.groupby("channel")["time"].agg(["mean", "median"]),
+    }, repeats)
+    times.update(tmm)
+    (cnt, mean, med), agg = omm["mean_median_dpnb_2threads"], omm["mean_median_pandas"]
     idx = agg.index.to_numpy()
     if not (np.allclose(mean[idx], agg["mean"], rtol=1e-5) and np.allclose(med[idx], agg["median"], rtol=1e-6)):
         msg = "channel_mean_median and pandas disagree"
@@ -127,22 +143,27 @@ def run(quick: bool = False, repeats: int | None = None) -> dict:
         "mean_median_time_fraction_of_pandas": ("<=", 0.3),
     }
     met = {k: (ratios[k] >= v if op == ">=" else ratios[k] <= v) for k, (op, v) in targets.items()}
-    return {"quick": quick, "n_fill": n_fill, "n_stats": n_stats, "n_channels": N_CHANNELS, "n_bins": N_BINS,
-            "repeats": repeats, "times_s": times, "ratios": ratios, "targets": targets, "target_met": met,
-            "fill2d_hits_per_s_dpnb_2threads": n_fill / times["fill2d_dpnb_2threads"]}
+    # a flat mapping: benchmarks/run.py prints one row per key
+    out = {"quick": quick, "n_fill": n_fill, "n_stats": n_stats, "n_channels": N_CHANNELS, "n_bins": N_BINS,
+           "repeats": repeats, "fill2d_hits_per_s_dpnb_2threads": n_fill / times["fill2d_dpnb_2threads"]}
+    out.update({f"time_s_{k}": v for k, v in times.items()})
+    out.update(ratios)
+    out.update({f"target_{k}": f"{op} {v}: {'met' if met[k] else 'NOT MET'}" for k, (op, v) in targets.items()})
+    return out
 
 
 def print_table(res: dict) -> None:
+    """Print the times and ratios of :func:`run` as a table."""
     print(f"hits: {res['n_fill']:.0e} (fills), {res['n_stats']:.0e} (mean/median); {res['n_channels']} channels x "
-          f"{res['n_bins']} bins; best of {res['repeats']}")
+          f"{res['n_bins']} bins; best of {res['repeats']} interleaved rounds")
     print(f"{'measurement':40s} {'time [s]':>10s}")
-    for k, v in res["times_s"].items():
-        print(f"{k:40s} {v:10.4f}")
+    for k, v in res.items():
+        if k.startswith("time_s_"):
+            print(f"{k[len('time_s_'):]:40s} {v:10.4f}")
     print(f"\n{'ratio':42s} {'value':>8s}  target")
-    for k, v in res["ratios"].items():
-        tgt = res["targets"].get(k)
-        extra = f"{tgt[0]} {tgt[1]}  {'met' if res['target_met'][k] else 'NOT MET'}" if tgt else ""
-        print(f"{k:42s} {v:8.2f}  {extra}")
+    for k, v in res.items():
+        if k.startswith(("fill2d_speedup", "fill2d_1thread", "fill1d_", "mean_median_time")):
+            print(f"{k:42s} {v:8.2f}  {res.get('target_' + k, '')}")
 
 
 if __name__ == "__main__":

@@ -99,19 +99,39 @@ def _segment_mean_median(seg):
     return acc / m, 0.5 * (lo + hi)
 
 
-@njit(parallel=True)
-def _channel_mean_median(channel, value, n_channels, nthreads):
-    n = channel.shape[0]
-    step = (n + nthreads - 1) // nthreads
-    part = np.zeros((nthreads, n_channels), dtype=np.int64)
-    for c in prange(nthreads):
-        for i in range(c * step, min(n, c * step + step)):
-            ch = channel[i]
-            if ch >= 0 and ch < n_channels and not np.isnan(value[i]):
-                part[c, ch] += 1
+@njit
+def _mm_count(channel, value, n_channels, start, stop, counts):
+    for i in range(start, stop):
+        ch = channel[i]
+        if ch >= 0 and ch < n_channels and not np.isnan(value[i]):
+            counts[ch] += 1
+
+
+@njit
+def _mm_scatter(channel, value, n_channels, start, stop, pos, buf):
+    for i in range(start, stop):
+        ch = channel[i]
+        x = value[i]
+        if ch >= 0 and ch < n_channels and not np.isnan(x):
+            buf[pos[ch]] = x
+            pos[ch] += 1
+
+
+@njit
+def _mm_segments(buf, offsets, first, stop, mean, median):
+    for ch in range(first, stop):
+        a = offsets[ch]
+        b = offsets[ch + 1]
+        if b > a:
+            mean[ch], median[ch] = _segment_mean_median(buf[a:b])
+
+
+@njit
+def _mm_layout(part, n_channels):
+    # offsets of each channel's segment and the start of each thread's entries inside it
+    nthreads = part.shape[0]
     count = np.zeros(n_channels, dtype=np.int64)
     offsets = np.zeros(n_channels + 1, dtype=np.int64)
-    # start position of each thread's entries inside each channel's segment
     pos = np.empty((nthreads, n_channels), dtype=np.int64)
     for ch in range(n_channels):
         p = offsets[ch]
@@ -120,24 +140,40 @@ def _channel_mean_median(channel, value, n_channels, nthreads):
             p += part[c, ch]
         count[ch] = p - offsets[ch]
         offsets[ch + 1] = p
+    return count, offsets, pos
+
+
+@njit
+def _channel_mean_median_serial(channel, value, n_channels):
+    n = channel.shape[0]
+    part = np.zeros((1, n_channels), dtype=np.int64)
+    _mm_count(channel, value, n_channels, 0, n, part[0])
+    count, offsets, pos = _mm_layout(part, n_channels)
     # the values keep their dtype: a float32 buffer halves the memory traffic of the scatter
     buf = np.empty(offsets[n_channels], dtype=value.dtype)
+    _mm_scatter(channel, value, n_channels, 0, n, pos[0], buf)
+    mean = np.full(n_channels, np.nan)
+    median = np.full(n_channels, np.nan)
+    _mm_segments(buf, offsets, 0, n_channels, mean, median)
+    return count, mean, median
+
+
+@njit(parallel=True)
+def _channel_mean_median_parallel(channel, value, n_channels, nthreads):
+    n = channel.shape[0]
+    step = (n + nthreads - 1) // nthreads
+    part = np.zeros((nthreads, n_channels), dtype=np.int64)
     for c in prange(nthreads):
-        for i in range(c * step, min(n, c * step + step)):
-            ch = channel[i]
-            x = value[i]
-            if ch >= 0 and ch < n_channels and not np.isnan(x):
-                buf[pos[c, ch]] = x
-                pos[c, ch] += 1
+        _mm_count(channel, value, n_channels, c * step, min(n, c * step + step), part[c])
+    count, offsets, pos = _mm_layout(part, n_channels)
+    buf = np.empty(offsets[n_channels], dtype=value.dtype)
+    for c in prange(nthreads):
+        _mm_scatter(channel, value, n_channels, c * step, min(n, c * step + step), pos[c], buf)
     mean = np.full(n_channels, np.nan)
     median = np.full(n_channels, np.nan)
     cstep = (n_channels + nthreads - 1) // nthreads
     for c in prange(nthreads):
-        for ch in range(c * cstep, min(n_channels, c * cstep + cstep)):
-            a = offsets[ch]
-            b = offsets[ch + 1]
-            if b > a:
-                mean[ch], median[ch] = _segment_mean_median(buf[a:b])
+        _mm_segments(buf, offsets, c * cstep, min(n_channels, c * cstep + cstep), mean, median)
     return count, mean, median
 
 
@@ -155,7 +191,9 @@ def channel_mean_median(channel, value, n_channels, nthreads=1):
         msg = f"channel_mean_median: channel and value lengths differ ({channel.shape[0]} vs {value.shape[0]})"
         raise ValueError(msg)
     nthreads = effective_threads(nthreads, channel.shape[0])
-    return _channel_mean_median(channel, value, n_channels, nthreads)
+    if nthreads == 1:  # no thread pool at all
+        return _channel_mean_median_serial(channel, value, n_channels)
+    return _channel_mean_median_parallel(channel, value, n_channels, nthreads)
 
 
 def channel_mean_median_numpy(channel, value, n_channels, nthreads=1):
