@@ -1,8 +1,9 @@
 """Incremental buckets: accumulating a bucket from scratch vs after adding ~10 % more runs.
 
-The per-run accumulation (:func:`dpnb.calibration.accumulate.accumulate_run`) goes through
-:func:`dpnb.scale.map_runs` with a :class:`dpnb.scale.PartialCache` in a temporary
-directory (local executor, in-process), then the partials are merged:
+The bucket accumulation of the calibration notebooks
+(:func:`dpnb.calibration.accumulate.accumulate_bucket`: per-run tasks through
+:func:`dpnb.scale.map_runs`, local executor in-process, merged as they arrive) with a
+:class:`dpnb.scale.PartialCache` in a temporary directory:
 
 * ``full_bucket_s``: the base bucket (the first ~91 % of the physics runs of ``demo``;
   ``tiny`` when ``quick``) with an empty cache — every run computed and stored;
@@ -31,25 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _datasets import BENCH_DATA, bucket  # noqa: E402
 
 
-def accumulate_one(path: str, n_channels: int, exp: int, run: int):
-    """One run's partial (the per-run task handed to map_runs)."""
-    from dpnb.calibration.accumulate import accumulate_run
-
-    return accumulate_run(path, n_channels, run=(exp, run))
-
-
 def _bucket_total(b, runs, cache_dir):
-    """map_runs over ``runs`` of ``b`` (with a PartialCache in ``cache_dir`` unless None), merged."""
-    from dpnb.calibration.accumulate import merge
-    from dpnb.scale import PartialCache, map_runs
+    """accumulate_bucket over ``runs`` of ``b`` (with a PartialCache in ``cache_dir`` unless None)."""
+    from dpnb.calibration.accumulate import accumulate_bucket
+    from dpnb.runs import RunId
+    from dpnb.scale import PartialCache
 
     files = dict(zip(b.runs, b.files))
-    tasks = {r: (files[r], b.n_channels, r[0], r[1]) for r in runs}
-    inputs = {r: [files[r]] for r in runs}
     cache = PartialCache(cache_dir) if cache_dir is not None else None
-    parts = map_runs(accumulate_one, tasks, inputs=inputs, cache=cache)
-    total = merge(parts[r] for r in runs)
-    return total, cache
+    acc = accumulate_bucket({RunId(*r): files[r] for r in runs}, b.n_channels, cache=cache)
+    return acc.total, acc
 
 
 def _timed(fn, *args):
@@ -81,7 +73,7 @@ def run(quick: bool = False, scale: str | None = None, repeat: int | None = None
         best["full"] = min(best["full"], t_full)
         best["add"] = min(best["add"], t_add)
         best["new"] = min(best["new"], t_new)
-        stats = {"full_misses": c1.misses, "full_hits": c1.hits, "add_hits": c2.hits, "add_misses": c2.misses,
+        stats = {"full_misses": c1.computed, "full_hits": c1.reused, "add_hits": c2.reused, "add_misses": c2.computed,
                  "cache_mb": cache_mb, "base_events": total_base.n_events, "extended_events": total_ext.n_events}
     return {
         "scale": scale,

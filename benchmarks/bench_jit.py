@@ -2,8 +2,8 @@
 
 Each start is a fresh subprocess with ``NUMBA_CACHE_DIR`` pointing at a directory of its
 own: the child imports :mod:`dpnb.kernels.hist` and runs, once, on small arrays, the three
-kernels the calibration accumulation calls per chunk (``count_invalid``,
-``fill_channel_counts``, ``fill_channel_hist``). The cold child finds the directory empty
+kernels the calibration accumulation calls (``fill_channel_occupancy_hist``,
+``sparse_from_dense``, ``add_sparse``). The cold child finds the directory empty
 and compiles; the warm child runs with the directory the cold one filled and loads the
 compiled code. Reported: the child's own import and first-call times and the wall time of
 the whole subprocess (interpreter start included); ``ratio_cold_vs_warm`` is the ratio of
@@ -41,17 +41,19 @@ import json, time
 t0, c0 = time.perf_counter(), time.process_time()
 import numpy as np
 from dpnb.kernels import _jit
-from dpnb.kernels.hist import count_invalid, fill_channel_counts, fill_channel_hist
+from dpnb.kernels.hist import add_sparse, fill_channel_occupancy_hist, sparse_from_dense
 t1 = time.perf_counter()
 rng = np.random.default_rng(0)
 n_channels = 512
 ch = rng.integers(0, n_channels, 10_000).astype(np.int32)
 t = rng.uniform(0.0, 400.0, 10_000).astype(np.float32)
-count_invalid(ch, t, n_channels, 1)
-occ = fill_channel_counts(ch, n_channels, 1)
-h = fill_channel_hist(ch, t, n_channels, 200, 0.0, 400.0, 1)
+occ = np.zeros(n_channels, dtype=np.int64)
+h = np.zeros((n_channels, 200), dtype=np.int32)
+bad = fill_channel_occupancy_hist(ch, t, n_channels, 200, 0.0, 400.0, occ, h, 1)
+bins, counts = sparse_from_dense(h, max_nonzero=10_000, reset=True)
+add_sparse(h, bins, counts)
 t2, c2 = time.perf_counter(), time.process_time()
-assert occ.sum() == h.sum() == 10_000
+assert occ.sum() == h.sum() == 10_000 and bad.sum() == 0
 # compilations loaded from / missing in the on-disk cache, over every dispatcher of the module
 from dpnb.kernels import hist
 stats = [v.stats for v in vars(hist).values() if hasattr(v, "stats") and hasattr(v, "py_func")]

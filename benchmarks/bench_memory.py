@@ -11,12 +11,15 @@ and ``rss_floor_mb`` its RSS after imports and kernel loading, before reading an
 
 Two ways of accumulating a bucket are measured:
 
-* ``streaming``: :func:`~dpnb.calibration.accumulate.accumulate_run` per run, each
-  partial merged at once into a running total (chunked reading; memory should not grow
-  with the number of runs) — ``peak_ratio_streaming`` is the goal figure (<= 1.5);
-* ``accumulate_runs``: what the calibration notebooks do —
-  :func:`~dpnb.calibration.accumulate.accumulate_runs` returns every run's partial, then
-  :func:`~dpnb.calibration.accumulate.merge` (the partials are held together).
+* ``streaming``: what the calibration notebooks do —
+  :func:`~dpnb.calibration.accumulate.accumulate_bucket` (local executor, no partial
+  cache): runs in batches, each batch's compact partials merged into one dense total and
+  dropped, so memory should not grow with the number of runs —
+  ``peak_ratio_streaming`` is the goal figure (<= 1.5);
+* ``all_partials``: :func:`~dpnb.calibration.accumulate.accumulate_run` for every run, all
+  the (compact) partials held, then :func:`~dpnb.calibration.accumulate.merge`: memory
+  grows with the number of runs (by the size of a compact partial, ~3 MB per demo run,
+  where the dense per-run partials of earlier versions took 23 MB).
 
     .venv/bin/python benchmarks/bench_memory.py [--quick] [--scale demo]
 """
@@ -39,8 +42,8 @@ import json, resource, sys
 import numpy as np
 import psutil
 import awkward, uproot  # noqa: F401  (imported by the reader anyway; counted in the floor)
-from dpnb.calibration.accumulate import accumulate_run, accumulate_runs, merge
-from dpnb.kernels.hist import count_invalid, fill_channel_counts, fill_channel_hist
+from dpnb.calibration.accumulate import accumulate_bucket, accumulate_run, merge
+from dpnb.kernels.hist import add_sparse, count_invalid, fill_channel_occupancy_hist, sparse_from_dense
 from dpnb.runs import RunId
 
 job = json.loads(sys.argv[1])
@@ -48,19 +51,18 @@ n_channels, mode = job["n_channels"], job["mode"]
 # load the compiled kernels (from the numba cache) before the floor is taken
 ch, t = np.zeros(4, np.int32), np.zeros(4, np.float32)
 count_invalid(ch, t, n_channels, 1)
-fill_channel_counts(ch, n_channels, 1)
-fill_channel_hist(ch, t, n_channels, 200, 0.0, 400.0, 1)
+h32 = np.zeros((8, 200), np.int32)
+fill_channel_occupancy_hist(ch % 8, t, 8, 200, 0.0, 400.0, np.zeros(8, np.int64), h32, 1)
+bins, counts = sparse_from_dense(h32, reset=True)
+add_sparse(np.zeros((8, 200), np.int64), bins, counts)
+del h32, bins, counts
 floor = psutil.Process().memory_info().rss
 if mode == "streaming":
-    total = None
-    for path, run in zip(job["files"], job["runs"]):
-        part = accumulate_run(path, n_channels, run=tuple(run))
-        total = part if total is None else merge([total, part])
-        del part
-elif mode == "accumulate_runs":
     files = {RunId(*run): path for path, run in zip(job["files"], job["runs"])}
-    partials, skipped = accumulate_runs(files, n_channels)
-    total = merge(partials[r] for r in sorted(partials))
+    total = accumulate_bucket(files, n_channels).total
+elif mode == "all_partials":
+    partials = [accumulate_run(path, n_channels, run=tuple(run)) for path, run in zip(job["files"], job["runs"])]
+    total = merge(partials)
 else:
     raise SystemExit(f"unknown mode {mode!r}")
 # VmHWM: peak RSS of this process image. Not ru_maxrss: Linux carries the parent's high-water
@@ -100,7 +102,7 @@ def run(quick: bool = False, scale: str | None = None) -> dict:
         "small_events": small.n_events,
         "big_events": big.n_events,
     }
-    for mode in ("streaming", "accumulate_runs"):
+    for mode in ("streaming", "all_partials"):
         s = measure(small, mode)
         g = measure(big, mode)
         if mode == "streaming":

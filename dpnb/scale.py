@@ -91,7 +91,7 @@ class PartialCache:
         self.directory = Path(directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            probe = self.directory / f".probe-{os.getpid()}"
+            probe = self.directory / f".probe-{os.getpid()}-{uuid.uuid4().hex}"  # unique per thread too
             probe.write_bytes(b"")
             probe.unlink()
         except OSError:

@@ -92,3 +92,33 @@ def test_effective_threads():
     hist.MIN_ENTRIES_PER_THREAD = 1000
     assert hist.effective_threads(4, 2500) == 2 and hist.effective_threads(4, 10) == 1
     assert hist.effective_threads(4, 10**6, max_threads=3) == 3 and hist.effective_threads(0, 10**6) == 1
+
+
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.int64, np.uint32, np.int32])
+def test_channel_hist_many_buckets_and_blocks(nthreads, dtype):
+    # 1000 x 200 bins = 4 buckets of 2**16 bins, and more hits than one block of FILL_CHUNK
+    # per thread: every path of the grouped fill (and of the private copies) is exercised
+    from dpnb.kernels.hist import BUCKET_SHIFT, FILL_CHUNK
+
+    n_ch = 1000
+    assert (n_ch * 200) >> BUCKET_SHIFT >= 3
+    ch, t = _hits(3 * FILL_CHUNK + 777, n_ch, seed=9)
+    ref = fill_channel_hist_numpy(ch, t, n_ch, 200, 0.0, 400.0)
+    h = fill_channel_hist(ch, t, n_ch, 200, 0.0, 400.0, nthreads, dtype=dtype)
+    assert h.dtype == dtype
+    np.testing.assert_array_equal(h, ref)
+    np.testing.assert_array_equal(fill_channel_hist_numpy(ch, t, n_ch, 200, 0.0, 400.0, dtype=dtype), ref)
+    # counts accumulate in place in the given dtype
+    fill_channel_hist(ch, t, n_ch, 200, 0.0, 400.0, nthreads, out=h)
+    np.testing.assert_array_equal(h, 2 * ref)
+
+
+def test_channel_hist_refuses_bad_out_and_overflowing_counts():
+    ch, t = np.zeros(4, np.int32), np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="out must be a C-contiguous"):
+        fill_channel_hist(ch, t, 4, 10, 0.0, 1.0, out=np.zeros((4, 10), np.float64))
+    with pytest.raises(ValueError, match="out must be a C-contiguous"):
+        fill_channel_hist(ch, t, 4, 10, 0.0, 1.0, out=np.zeros((10, 4), np.int64).T)
+    with pytest.raises(ValueError, match="lengths differ"):
+        fill_channel_hist(ch, t[:3], 4, 10, 0.0, 1.0)

@@ -257,3 +257,31 @@ def test_notebooks_on_tiny_data(tiny_dataset, tmp_path, monkeypatch):
     assert abs(t["pull_mean"]) < 0.1 and 0.9 <= t["pull_width"] <= 1.1
     assert t["n_calibrated"] == t["n_pulls"] >= 0.95 * (truth["n_channels"] - t["n_masked_channels"])
     assert results["t0"]["status"] == "pass"
+    # both notebooks record the runs they used (read by the bucket summary's consistency check)
+    used = [(r["exp"], r["run"]) for r in results["mask"]["tables"]["runs_used"]]
+    assert len(used) == m["n_runs"] == 6 and used == sorted(used)
+    assert [(r["exp"], r["run"]) for r in results["t0"]["tables"]["runs_used"]] == used
+    assert sum(r["events"] for r in results["mask"]["tables"]["runs_used"]) == m["n_events"]
+
+    # a re-run once the tag is VALIDATED: identical payloads are a no-op, the numbers are the same
+    from dpnb.conditions import ConditionsDB
+    from dpnb.runs import RunId
+
+    db = ConditionsDB(tmp_path / "cond.sqlite")
+    (tag,) = [t.name for t in db.list_tags()]
+    assert db.advance(tag, "VALIDATED", [RunId(*r) for r in used], names=["ChannelMask", "ChannelT0"]) == "VALIDATED"
+    n_payloads = len(db.payloads(tag, with_data=False))
+    for name, nb in (("mask", "01_channel_masking.ipynb"), ("t0", "02_time_offsets.ipynb")):
+        out = tmp_path / f"{name}-again"
+        pm.execute_notebook(str(nbdir / nb), str(tmp_path / f"{name}-again.ipynb"), kernel_name="python3",
+                            progress_bar=False, parameters={"output_dir": str(out), "interactive": False})
+        again = json.loads((out / "results.json").read_text())
+        assert again["values"] == results[name]["values"] and again["tables"] == results[name]["tables"], name
+    assert db.state(tag) == "VALIDATED" and len(db.payloads(tag, with_data=False)) == n_payloads
+    # a different mask is refused by the database, naming the tag and its state; the tag is unchanged
+    with pytest.raises(pm.PapermillExecutionError, match=r"TagStateError.*is VALIDATED, not OPEN: refusing to add"):
+        pm.execute_notebook(str(nbdir / "01_channel_masking.ipynb"), str(tmp_path / "mask-other.ipynb"),
+                            kernel_name="python3", progress_bar=False,
+                            parameters={"output_dir": str(tmp_path / "mask-other"), "interactive": False,
+                                        "dead_factor": 0.95, "p_value": 0.5})
+    assert len(db.payloads(tag, with_data=False)) == n_payloads

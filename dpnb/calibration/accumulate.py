@@ -1,53 +1,130 @@
 """Streaming accumulation of per-run hit histograms from event ROOT files.
 
 :func:`accumulate_run` reads one run's file in chunks (bounded memory) and returns a
-:class:`RunPartial`: hits per channel and the per-channel hit-time histogram, plus the
-counts of hits it dropped. Partials hold integer counts only, so :func:`merge` is exact
-and order independent: per-run partials can be cached, recomputed in parallel (both
-functions are pure and picklable, ready for Dask) and merged into bucket totals.
+:class:`RunPartial`: hits per channel and the per-channel hit-time histogram in a compact
+form (only the nonzero bins: a run of the demo bucket has ~4e5 hits in 2.9e6 bins), plus
+the counts of hits it dropped. One fill kernel pass per chunk does it all
+(:func:`dpnb.kernels.hist.fill_channel_occupancy_hist`), into a dense int32 scratch
+histogram reused from run to run.
+
+:func:`accumulate_bucket` fans the runs out through :func:`dpnb.scale.map_runs` (the
+local or the Dask executor, with the content-keyed :class:`dpnb.scale.PartialCache`: a
+run already computed is not read again) and **merges as it goes**: runs are submitted in
+batches, each batch's partials are added to one dense running total (:class:`BucketHits`)
+and dropped, so memory does not grow with the number of runs. Per-run partials (for a
+run-by-run IOV or a timeline) are loaded back one at a time with
+:meth:`BucketAccumulation.partial` (from the cache, or recomputed without one).
+
+Partials hold integer counts only, so merging is exact and order independent: the
+executor never changes a number. :func:`accumulate_task` (the per-run task) and
+:func:`accumulate_run` are pure, module-level and picklable.
 
 Bad input: a channel id outside ``[0, n_channels)`` raises :class:`InputError` naming the
 file, the branch, the count, the observed range and the expected one; NaN times are
 counted and dropped (``on_nan="drop"``) or raise (``on_nan="fail"``); a missing branch
 raises the :class:`SchemaError` of :mod:`dpnb.io.events` (which lists existing branches).
-A run without hits gives a partial with zero counts (callers report it).
+With ``on_bad_file="skip"`` such a run is reported in ``skipped`` instead. A run without
+hits gives a partial with zero counts (it is not merged; callers report it).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..io.events import iterate_chunks
-from ..kernels.hist import count_invalid, fill_channel_counts, fill_channel_hist
+from ..kernels.hist import add_sparse, count_invalid, fill_channel_occupancy_hist, sparse_from_dense
 
-__all__ = ["RunPartial", "accumulate_run", "accumulate_runs", "merge", "TIME_BINS", "TIME_RANGE_NS",
-           "HIT_BRANCHES_USED", "CACHE_VERSION"]
+__all__ = ["RunPartial", "BucketHits", "RunSummary", "BucketAccumulation", "accumulate_run", "accumulate_task",
+           "accumulate_bucket", "merge", "LazyRunHists", "TIME_BINS", "TIME_RANGE_NS", "HIT_BRANCHES_USED"]
 
 TIME_BINS = 200
 TIME_RANGE_NS = (0.0, 400.0)
 HIT_BRANCHES_USED = ("hit_channel", "hit_time")
-#: bump when the content of a partial changes, so that cached partials are recomputed
-CACHE_VERSION = 1
+_INT32_MAX = 2**31 - 1
 
 
 @dataclass
 class RunPartial:
-    """Integer hit counts of one run (or, after :func:`merge`, of several runs)."""
+    """Integer hit counts of one run, the time histogram as its nonzero bins only.
 
-    runs: tuple  # ((exp, run), ...) covered
+    ``time_bins`` are flat bins ``channel * n_bins + bin`` (int32, ascending) and
+    ``time_counts`` their counts (int32; int64 for a run of >= 2**31 hits). ``error`` is
+    set (and the counts are empty) when the run's file was unusable under
+    ``on_bad_file="skip"``.
+    """
+
+    runs: tuple  # ((exp, run),) covered
     paths: tuple  # files read
     n_events: int
     n_hits: int  # hits with a valid channel and a finite time (all times)
     n_nan_dropped: int
     n_out_of_range_time: int  # finite times outside the histogram range (counted in occupancy)
     occupancy: np.ndarray  # int64[n_channels]: hits per channel
+    time_bins: np.ndarray  # int32[k] ascending flat bins with hits
+    time_counts: np.ndarray  # int32[k] (or int64) their counts
+    n_bins: int = TIME_BINS
+    time_range_ns: tuple = TIME_RANGE_NS
+    error: str | None = None
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.occupancy.shape[0])
+
+    @property
+    def bin_edges_ns(self) -> np.ndarray:
+        return np.linspace(self.time_range_ns[0], self.time_range_ns[1], self.n_bins + 1)
+
+    @property
+    def time_hist(self) -> np.ndarray:
+        """The dense int64[n_channels, n_bins] histogram, built on each access (23 MB for
+        14,336 channels x 200 bins: take it once, not in a loop)."""
+        h = np.zeros((self.n_channels, self.n_bins), dtype=np.int64)
+        return add_sparse(h, self.time_bins, self.time_counts)
+
+    def summary(self) -> "RunSummary":
+        return RunSummary(tuple(self.runs[0]) if self.runs else (), self.paths[0] if self.paths else "",
+                          self.n_events, self.n_hits, self.n_nan_dropped, self.n_out_of_range_time, self.error)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The scalars of a run's partial (what a bucket keeps per run in memory)."""
+
+    run: tuple
+    path: str
+    n_events: int
+    n_hits: int
+    n_nan_dropped: int
+    n_out_of_range_time: int
+    error: str | None = None
+
+
+@dataclass
+class BucketHits:
+    """Dense integer hit counts of several runs: the exact sum of their partials."""
+
+    runs: tuple
+    paths: tuple
+    n_events: int
+    n_hits: int
+    n_nan_dropped: int
+    n_out_of_range_time: int
+    occupancy: np.ndarray  # int64[n_channels]
     time_hist: np.ndarray  # int64[n_channels, n_bins]
     time_range_ns: tuple = TIME_RANGE_NS
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, n_channels: int, n_bins: int = TIME_BINS, time_range_ns: tuple = TIME_RANGE_NS) -> "BucketHits":
+        return cls((), (), 0, 0, 0, 0, np.zeros(n_channels, dtype=np.int64),
+                   np.zeros((n_channels, n_bins), dtype=np.int64), tuple(float(x) for x in time_range_ns))
 
     @property
     def n_channels(self) -> int:
@@ -61,6 +138,61 @@ class RunPartial:
     def bin_edges_ns(self) -> np.ndarray:
         return np.linspace(self.time_range_ns[0], self.time_range_ns[1], self.n_bins + 1)
 
+    def add(self, p: "RunPartial | BucketHits") -> "BucketHits":
+        """Add a partial (or another total) in place, exactly; returns self."""
+        if (p.n_channels, p.n_bins) != (self.n_channels, self.n_bins) or \
+                tuple(p.time_range_ns) != tuple(self.time_range_ns):
+            msg = (f"merge: partial of {p.paths} has {p.n_channels} channels x {p.n_bins} bins over "
+                   f"{tuple(p.time_range_ns)} ns, expected {self.n_channels} x {self.n_bins} over "
+                   f"{tuple(self.time_range_ns)} ns like {self.paths or 'the total'}")
+            raise InputError(msg)
+        self.occupancy += p.occupancy
+        if isinstance(p, RunPartial):
+            add_sparse(self.time_hist, p.time_bins, p.time_counts)
+        else:
+            self.time_hist += p.time_hist
+        self.runs = (*self.runs, *(tuple(r) for r in p.runs))
+        self.paths = (*self.paths, *p.paths)
+        self.n_events += int(p.n_events)
+        self.n_hits += int(p.n_hits)
+        self.n_nan_dropped += int(p.n_nan_dropped)
+        self.n_out_of_range_time += int(p.n_out_of_range_time)
+        return self
+
+
+def merge(partials) -> BucketHits:
+    """Exact sum of :class:`RunPartial` s (or :class:`BucketHits`) with the same channels and
+    binning, consuming the iterable one item at a time (a generator that loads partials
+    keeps only one in memory)."""
+    total = None
+    for p in partials:
+        if total is None:
+            total = BucketHits.empty(p.n_channels, p.n_bins, p.time_range_ns)
+        total.add(p)
+    if total is None:
+        msg = "merge: no partials to merge"
+        raise InputError(msg)
+    return total
+
+
+# --- one run ---------------------------------------------------------------------------
+_scratch = threading.local()
+
+
+def _take_scratch(size: int) -> np.ndarray:
+    """A zeroed int32 histogram of ``size`` bins, reused across runs of this thread (it is
+    handed back zeroed by :func:`sparse_from_dense` ``reset=True``)."""
+    buf = getattr(_scratch, "buf", None)
+    _scratch.buf = None  # owned by the caller until given back
+    if buf is None or buf.shape[0] != size:
+        buf = np.zeros(size, dtype=np.int32)
+    return buf
+
+
+def _give_back_scratch(buf: np.ndarray) -> None:
+    if buf.dtype == np.int32:
+        _scratch.buf = buf
+
 
 def accumulate_run(path: str | os.PathLike, n_channels: int, *, run: tuple | None = None, n_bins: int = TIME_BINS,
                    time_range_ns: tuple = TIME_RANGE_NS, step_size: int = 200_000, schema=None,
@@ -68,131 +200,266 @@ def accumulate_run(path: str | os.PathLike, n_channels: int, *, run: tuple | Non
     """Hits per channel and per-channel hit-time histogram (ns) of one event file.
 
     ``run`` is the (exp, run) the file holds (recorded in the partial); ``n_channels`` comes
-    from the dataset geometry. ``nthreads`` is passed to the fill kernels.
+    from the dataset geometry. ``nthreads`` is passed to the fill kernel.
     """
     if on_nan not in ("drop", "fail"):
         msg = f"on_nan must be 'drop' or 'fail', got {on_nan!r}"
         raise InputError(msg)
     lo, hi = float(time_range_ns[0]), float(time_range_ns[1])
     occ = np.zeros(n_channels, dtype=np.int64)
-    th = np.zeros((n_channels, n_bins), dtype=np.int64)
+    size = n_channels * n_bins
+    flat = _take_scratch(size)
     n_events = n_hits = n_nan = n_oot = 0
-    for chunk in iterate_chunks([path], HIT_BRANCHES_USED, step_size=step_size, schema=schema):
-        n_events += chunk.n_events
-        ch = np.ascontiguousarray(chunk.values["hit_channel"])
-        t = np.ascontiguousarray(chunk.values["hit_time"])
-        if ch.size == 0:
-            continue
-        bad, nan, cmin, cmax = count_invalid(ch, t, n_channels, nthreads)
-        if bad:
-            msg = (f"{path}: branch 'hit_channel', entries {chunk.entry_start}-{chunk.entry_stop - 1}: {bad} hit(s) "
-                   f"with channel id outside [0, {n_channels}) (observed range {cmin}..{cmax}); expected channel ids "
-                   f"of the dataset geometry (detector.json: {n_channels} channels)")
-            raise InputError(msg)
-        if nan:
-            if on_nan == "fail":
+    clean = False
+    try:
+        for chunk in iterate_chunks([path], HIT_BRANCHES_USED, step_size=step_size, schema=schema):
+            n_events += chunk.n_events
+            ch = chunk.values["hit_channel"]
+            t = chunk.values["hit_time"]
+            if ch.size == 0:
+                continue
+            if flat.dtype == np.int32 and n_hits + ch.size > _INT32_MAX:
+                flat = flat.astype(np.int64)  # a run this large: 64-bit counts from here on
+            bad, nan, oot = fill_channel_occupancy_hist(ch, t, n_channels, n_bins, lo, hi, occ,
+                                                        flat.reshape(n_channels, n_bins), nthreads)
+            if bad:
+                _, _, cmin, cmax = count_invalid(ch, t, n_channels, nthreads)
+                msg = (f"{path}: branch 'hit_channel', entries {chunk.entry_start}-{chunk.entry_stop - 1}: {bad} "
+                       f"hit(s) with channel id outside [0, {n_channels}) (observed range {cmin}..{cmax}); expected "
+                       f"channel ids of the dataset geometry (detector.json: {n_channels} channels)")
+                raise InputError(msg)
+            if nan and on_nan == "fail":
                 msg = (f"{path}: branch 'hit_time', entries {chunk.entry_start}-{chunk.entry_stop - 1}: {nan} NaN "
                        f"hit time(s); expected finite times in ns (set on_nan: drop to count and drop them)")
                 raise InputError(msg)
-            keep = ~np.isnan(t)
-            ch, t = ch[keep], t[keep]
             n_nan += int(nan)
-        occ += fill_channel_counts(ch, n_channels, nthreads)
-        fill_channel_hist(ch, t, n_channels, n_bins, lo, hi, nthreads, out=th)
-        n_hits += int(ch.size)
-    n_oot = n_hits - int(th.sum())
+            n_oot += int(oot)
+            n_hits += int(ch.size - bad - nan)
+        bins, counts = sparse_from_dense(flat, max_nonzero=n_hits - n_oot, reset=True)
+        clean = True
+    finally:
+        if clean:
+            _give_back_scratch(flat)
     return RunPartial(runs=(tuple(run),) if run is not None else (), paths=(str(path),), n_events=n_events,
-                      n_hits=n_hits, n_nan_dropped=n_nan, n_out_of_range_time=n_oot, occupancy=occ, time_hist=th,
-                      time_range_ns=(lo, hi))
+                      n_hits=n_hits, n_nan_dropped=n_nan, n_out_of_range_time=n_oot, occupancy=occ,
+                      time_bins=bins, time_counts=counts, n_bins=int(n_bins), time_range_ns=(lo, hi))
 
 
-def merge(partials) -> RunPartial:
-    """Exact sum of :class:`RunPartial` s with the same channels and binning."""
-    partials = list(partials)
-    if not partials:
-        msg = "merge: no partials to merge"
-        raise InputError(msg)
-    first = partials[0]
-    occ = np.zeros_like(first.occupancy)
-    th = np.zeros_like(first.time_hist)
-    runs, paths = [], []
-    n_events = n_hits = n_nan = n_oot = 0
-    for p in partials:
-        if p.time_hist.shape != first.time_hist.shape or tuple(p.time_range_ns) != tuple(first.time_range_ns):
-            msg = (f"merge: partial of {p.paths} has histogram {p.time_hist.shape} over {p.time_range_ns} ns, "
-                   f"expected {first.time_hist.shape} over {first.time_range_ns} ns like {first.paths}")
-            raise InputError(msg)
-        occ += p.occupancy
-        th += p.time_hist
-        runs.extend(p.runs)
-        paths.extend(p.paths)
-        n_events += p.n_events
-        n_hits += p.n_hits
-        n_nan += p.n_nan_dropped
-        n_oot += p.n_out_of_range_time
-    return replace(first, runs=tuple(runs), paths=tuple(paths), n_events=n_events, n_hits=n_hits,
-                   n_nan_dropped=n_nan, n_out_of_range_time=n_oot, occupancy=occ, time_hist=th, extra={})
+def accumulate_task(path: str, n_channels: int, exp: int, run: int, *, on_bad_file: str = "fail",
+                    **options) -> RunPartial:
+    """The per-run task of :func:`accumulate_bucket`: :func:`accumulate_run` of one file;
+    with ``on_bad_file="skip"`` an :class:`InputError` becomes a partial with ``error`` set."""
+    try:
+        return accumulate_run(path, n_channels, run=(int(exp), int(run)), **options)
+    except InputError as exc:
+        if on_bad_file != "skip":
+            raise
+        lo, hi = options.get("time_range_ns", TIME_RANGE_NS)
+        return RunPartial(runs=((int(exp), int(run)),), paths=(str(path),), n_events=0, n_hits=0, n_nan_dropped=0,
+                          n_out_of_range_time=0, occupancy=np.zeros(n_channels, dtype=np.int64),
+                          time_bins=np.zeros(0, dtype=np.int32), time_counts=np.zeros(0, dtype=np.int32),
+                          n_bins=int(options.get("n_bins", TIME_BINS)), time_range_ns=(float(lo), float(hi)),
+                          error=str(exc))
 
 
-def _cache_key(path: Path, n_channels: int, options: dict) -> str:
-    import hashlib
-    import json
+def _map_one(caches, rid, task, kwargs, inputs):
+    """map_runs of one run with a cache object no other thread uses at the same time
+    (``caches``: a queue holding one per thread of the pool, or None)."""
+    from ..scale import map_runs
 
-    st = path.stat()
-    desc = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "n_channels": n_channels,
-            "options": {k: options[k] for k in sorted(options) if k != "nthreads"}, "version": CACHE_VERSION}
-    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _save_partial(path: Path, p: RunPartial) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, occupancy=p.occupancy, time_hist=p.time_hist, runs=np.asarray(p.runs, dtype=np.int64).reshape(-1, 2),
-                 scalars=np.array([p.n_events, p.n_hits, p.n_nan_dropped, p.n_out_of_range_time], dtype=np.int64),
-                 time_range_ns=np.asarray(p.time_range_ns, dtype=np.float64), paths=np.asarray(p.paths, dtype=str))
-    os.replace(tmp, path)
+    cache = caches.get() if caches is not None else None
+    try:
+        return map_runs(accumulate_task, {rid: task}, kwargs=kwargs, cache=cache, inputs={rid: inputs[rid]})[rid]
+    finally:
+        if cache is not None:
+            caches.put(cache)
 
 
-def _load_partial(path: Path) -> RunPartial:
-    with np.load(path) as z:
-        n_events, n_hits, n_nan, n_oot = (int(v) for v in z["scalars"])
-        return RunPartial(runs=tuple(tuple(int(x) for x in r) for r in z["runs"]), paths=tuple(str(x) for x in z["paths"]),
-                          n_events=n_events, n_hits=n_hits, n_nan_dropped=n_nan, n_out_of_range_time=n_oot,
-                          occupancy=z["occupancy"].copy(), time_hist=z["time_hist"].copy(),
-                          time_range_ns=tuple(float(x) for x in z["time_range_ns"]))
+# --- a bucket ----------------------------------------------------------------------------
+class BucketAccumulation:
+    """What :func:`accumulate_bucket` returns.
 
-
-def accumulate_runs(files, n_channels: int, *, cache_dir=None, on_bad_file: str = "fail", **options):
-    """:func:`accumulate_run` for each ``{RunId: path}``; returns ``(partials, skipped)``.
-
-    With ``cache_dir`` each run's partial is stored there (``.npz``) under a key of the
-    file's path, size and modification time and the options, and reused when the key
-    matches: adding runs to a bucket only reads the new runs. ``on_bad_file="skip"`` turns
-    an :class:`InputError` of a run into ``skipped[run] = message`` instead of raising.
+    ``total``: the merged :class:`BucketHits` of the runs with hits (``used``), None if
+    none; ``summaries``: per run, the scalars (:class:`RunSummary`); ``skipped``: ``{run:
+    reason}`` for unusable files (``on_bad_file="skip"``); ``reused`` / ``computed``: runs
+    taken from the partial cache / computed. :meth:`partial` loads one run's partial.
     """
-    from pathlib import Path
+
+    def __init__(self, total, summaries, skipped, reused, computed, loader):
+        self.total = total
+        self.summaries = summaries
+        self.skipped = skipped
+        self.reused = reused
+        self.computed = computed
+        self._loader = loader
+
+    @property
+    def used(self) -> list:
+        """Runs merged into ``total`` (readable, with hits), sorted."""
+        return sorted(r for r, s in self.summaries.items() if s.error is None and s.n_hits > 0)
+
+    @property
+    def empty_runs(self) -> dict:
+        """``{run: RunSummary}`` of readable runs without hits (not merged)."""
+        return {r: s for r, s in sorted(self.summaries.items()) if s.error is None and s.n_hits == 0}
+
+    def partial(self, run) -> RunPartial:
+        """The partial of ``run`` (from the cache when there is one, else recomputed)."""
+        return self._loader(run)
+
+    def iter_partials(self, runs=None):
+        """``(run, partial)`` for ``runs`` (default: ``used``), loaded one at a time."""
+        for r in self.used if runs is None else runs:
+            yield r, self.partial(r)
+
+    def hists(self, runs=None) -> "LazyRunHists":
+        """``{"all": total histogram, str(run): that run's histogram (loaded on access)}``."""
+        return LazyRunHists(self, self.used if runs is None else runs)
+
+
+class LazyRunHists(Mapping):
+    """A mapping ``"all"`` / ``str(run)`` -> dense time histogram; a run's histogram is
+    loaded when asked for (the last one is kept), never all of them at once."""
+
+    def __init__(self, acc: BucketAccumulation, runs):
+        self._acc = acc
+        self._runs = {str(r): r for r in runs}
+        self._last = (None, None)
+
+    def __getitem__(self, key):
+        if key == "all":
+            return self._acc.total.time_hist
+        if key not in self._runs:
+            raise KeyError(key)
+        if self._last[0] != key:
+            self._last = (key, self._acc.partial(self._runs[key]).time_hist)
+        return self._last[1]
+
+    def __iter__(self):
+        yield "all"
+        yield from self._runs
+
+    def __len__(self) -> int:
+        return 1 + len(self._runs)
+
+
+def accumulate_bucket(files, n_channels: int, *, executor=None, cache=None, batch_size: int | None = None,
+                      on_bad_file: str = "fail", client=None, overlap: bool = True,
+                      **options) -> BucketAccumulation:
+    """:func:`accumulate_task` for every ``{RunId: path}`` through :func:`dpnb.scale.map_runs`,
+    merged as the results arrive.
+
+    ``executor`` (:class:`dpnb.scale.ExecutorConfig`, default local in-process) runs the
+    tasks, ``cache`` (:class:`dpnb.scale.PartialCache` or None) skips runs computed before
+    (adding runs to a bucket computes only the new ones). Runs go in batches of
+    ``batch_size`` (default 8 locally, 4 per Dask worker) whose partials are merged into the
+    total and dropped: memory holds the dense total and at most ``batch_size`` compact
+    partials, whatever the number of runs. ``options`` are those of :func:`accumulate_run`
+    (``n_bins``, ``time_range_ns``, ``step_size``, ``schema``, ``on_nan``, ``nthreads``).
+
+    With the local in-process executor (``jobs=1``) and ``overlap=True``, two runs are
+    computed at once (two threads, each run through :func:`~dpnb.scale.map_runs`, a window
+    of ``batch_size`` runs in flight): reading one run overlaps filling the other. Partials
+    are merged in run order, so the total is the same in every case.
+    """
+    from ..scale import ExecutorConfig, dask_client, map_runs
 
     if on_bad_file not in ("fail", "skip"):
         msg = f"on_bad_file must be 'fail' or 'skip', got {on_bad_file!r}"
         raise InputError(msg)
-    cache = Path(cache_dir) if cache_dir else None
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-    partials, skipped = {}, {}
+    executor = executor or ExecutorConfig()
+    n_bins = int(options.get("n_bins", TIME_BINS))
+    time_range = tuple(float(x) for x in options.get("time_range_ns", TIME_RANGE_NS))
+    kwargs = {k: options[k] for k in sorted(options)}
+    if "time_range_ns" in kwargs:
+        kwargs["time_range_ns"] = time_range
+    kwargs["on_bad_file"] = on_bad_file
+    skipped: dict = {}
+    tasks, inputs = {}, {}
     for rid in sorted(files):
         path = Path(files[rid])
-        try:
-            key = _cache_key(path, n_channels, options) if cache is not None and path.exists() else None
-            cached = cache / f"hits-{key}.npz" if key else None
-            if cached is not None and cached.exists():
-                partials[rid] = _load_partial(cached)
-                continue
-            part = accumulate_run(path, n_channels, run=(rid.exp, rid.run), **options)
-            if cached is not None:
-                _save_partial(cached, part)
-            partials[rid] = part
-        except InputError as exc:
+        if not path.exists():  # no file identity for the cache key: report it here
+            msg = f"{path}: file not found"
             if on_bad_file == "fail":
-                raise
-            skipped[rid] = str(exc)
-    return partials, skipped
+                raise InputError(msg)
+            skipped[rid] = msg
+            continue
+        tasks[rid] = (str(path), int(n_channels), int(rid.exp), int(rid.run))
+        inputs[rid] = [str(path)]
+    if batch_size is None:
+        batch_size = 4 * max(1, executor.n_workers) if executor.kind == "dask" else max(8, 2 * executor.jobs)
+    own_client = False
+    if executor.kind == "dask" and client is None and tasks:
+        client, own_client = dask_client(executor), True
+    total = BucketHits.empty(n_channels, n_bins, time_range)
+    summaries: dict = {}
+    keys = list(tasks)
+    pool = caches = None
+    thread_caches = []
+    if overlap and executor.kind == "local" and executor.jobs <= 1 and len(tasks) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # two runs in flight in this process: one thread reads (uproot, mostly under the GIL)
+        # while the other fills (the kernels release the GIL). A task takes a cache object no
+        # other task holds (its hit counters are not shared); each thread has its own scratch.
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dpnb-accumulate")
+        if cache is not None:
+            import queue
+
+            caches = queue.Queue()
+            for _ in range(2):  # made here, one after the other (the constructor probes the directory)
+                thread_caches.append(type(cache)(cache.directory))
+                caches.put(thread_caches[-1])
+    hits0, misses0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
+    def consume(rid, p):
+        summaries[rid] = p.summary()
+        if p.error is not None:
+            skipped[rid] = p.error
+        elif p.n_hits > 0:
+            total.add(p)
+
+    try:
+        if pool is not None:
+            # a sliding window of at most batch_size runs in flight, merged in run order
+            from collections import deque
+
+            inflight = deque()
+            for rid in keys:
+                inflight.append((rid, pool.submit(_map_one, caches, rid, tasks[rid], kwargs, inputs)))
+                if len(inflight) >= batch_size:
+                    r, fut = inflight.popleft()
+                    consume(r, fut.result())
+            while inflight:
+                r, fut = inflight.popleft()
+                consume(r, fut.result())
+        else:
+            for i in range(0, len(keys), batch_size):
+                batch = {k: tasks[k] for k in keys[i:i + batch_size]}
+                parts = map_runs(accumulate_task, batch, kwargs=kwargs, executor=executor, cache=cache,
+                                 inputs={k: inputs[k] for k in batch}, client=client)
+                for rid in batch:
+                    consume(rid, parts.pop(rid))
+                del parts
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if own_client:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+    if cache is not None:
+        reused = cache.hits - hits0 + sum(c.hits for c in thread_caches)
+        computed = cache.misses - misses0 + sum(c.misses for c in thread_caches)
+    else:
+        reused, computed = 0, len(tasks)
+
+    def load(rid):
+        if rid not in tasks:
+            raise KeyError(f"run {rid} is not in this bucket accumulation")
+        local = ExecutorConfig()  # a cache hit needs no executor; a miss is one run, computed here
+        return map_runs(accumulate_task, {rid: tasks[rid]}, kwargs=kwargs, executor=local, cache=cache,
+                        inputs={rid: inputs[rid]})[rid]
+
+    return BucketAccumulation(total if total.runs else None, summaries, skipped, reused, computed, load)

@@ -17,7 +17,13 @@ __all__ = ["DaskPool"]
 
 
 def _run_notebook_task(job: dict) -> dict:
+    from distributed import secede
+
     from .execute import run_job
+
+    # a notebook mostly waits for its kernel, whose per-run tasks go to this same cluster:
+    # leave the worker's thread pool so those tasks always find a free slot (no deadlock)
+    secede()
 
     try:
         return run_job(job)
