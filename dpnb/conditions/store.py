@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -180,16 +181,36 @@ class ConditionsDB:
         except sqlite3.Error:  # SQLite already rolled back (e.g. disk full)
             pass
 
+    def _inspect_and_enable_wal(self, con) -> str:
+        """Check the file is ours (or empty) and switch it to WAL; returns the journal mode.
+
+        Two processes opening a new database at once can see "database is locked" here:
+        SQLite does not call the busy handler while changing the journal mode, so retry
+        with a short back-off until ``timeout_s``.
+        """
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.01
+        while True:
+            try:
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and "meta" not in tables:  # someone else's SQLite file: do not touch it
+                    msg = (f"{self.path}: an SQLite file but not a dpnb conditions database "
+                           f"(tables {sorted(tables)}; expected meta, payloads, tags, tag_payloads, tag_history)")
+                    raise ConditionsError(msg)
+                return con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(0.2, delay * 2)
+
     def _init_schema(self) -> None:
         con = self._con()
         try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if tables and "meta" not in tables:  # someone else's SQLite file: do not touch it
-                msg = (f"{self.path}: an SQLite file but not a dpnb conditions database "
-                       f"(tables {sorted(tables)}; expected meta, payloads, tags, tag_payloads, tag_history)")
-                self.close()
-                raise ConditionsError(msg)
-            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._inspect_and_enable_wal(con)
+        except ConditionsError:
+            self.close()
+            raise
         except sqlite3.Error as exc:
             msg = f"{self.path}: not a usable SQLite file ({exc})"
             self.close()
