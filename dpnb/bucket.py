@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import SchemaError
 from .io.events import run_file
+from .io.tables import read_table
 from .runs import RunId
 
 __all__ = ["BucketRuns", "read_registry", "select_runs", "REGISTRY_COLUMNS"]
@@ -43,16 +43,8 @@ class BucketRuns:
 
 def read_registry(path: str | Path) -> pd.DataFrame:
     """Read ``runs.csv``; a missing column names the file and the columns that exist."""
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: run registry not found (make the dataset with `dpnb simulate` or point data.run_registry at it)"
-        raise SchemaError(msg)
-    df = pd.read_csv(path)
-    missing = [c for c in REGISTRY_COLUMNS if c not in df.columns]
-    if missing:
-        msg = f"{path}: run registry lacks columns {missing}; columns present: {list(df.columns)}"
-        raise SchemaError(msg)
-    return df
+    return read_table(path, REGISTRY_COLUMNS,
+                      "run registry not found (make the dataset with `dpnb simulate` or point data.run_registry at it)")
 
 
 def select_runs(ctx, require_files: bool = True, run_types=None) -> BucketRuns:

@@ -26,8 +26,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, SchemaError
+from ..errors import InputError
 from ..io.events import check_branches, iterate_chunks, open_tree
+from ..io.tables import read_table
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -176,14 +177,7 @@ def read_sample(
 def read_samples_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Read ``mc/samples.csv`` (sample,process,exp,run_first,run_last,n_generated)."""
     path = Path(path)
-    if not path.is_file():
-        msg = f"{path}: MC sample inventory not found (expected mc/samples.csv written by `dpnb simulate`)"
-        raise InputError(msg)
-    df = pd.read_csv(path)
-    missing = [c for c in SAMPLES_COLUMNS if c not in df.columns]
-    if missing:
-        msg = f"{path}: lacks columns {missing}; columns present: {list(df.columns)}"
-        raise SchemaError(msg)
+    df = read_table(path, SAMPLES_COLUMNS, "MC sample inventory not found (expected mc/samples.csv written by `dpnb simulate`)")
     dup = df["sample"][df["sample"].duplicated()].tolist()
     if dup:
         msg = f"{path}: sample names appear more than once: {dup}"

@@ -30,7 +30,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, SchemaError
+from ..errors import InputError
+from ..io.tables import require_columns
 from ..runs import RunId
 from ..units import expected_events as sigma_times_lumi
 from ..units import integrated_to_pb
@@ -90,11 +91,7 @@ def prepare_lumi(lumi: pd.DataFrame, column: str = "recorded_pb", unit: str = "p
     ``unit`` is the unit of ``column`` (converted through :mod:`dpnb.units`); negative,
     missing or repeated runs raise :class:`InputError` naming ``source`` and the run.
     """
-    need = ["exp", "run", "run_type", column]
-    missing = [c for c in need if c not in lumi.columns]
-    if missing:
-        msg = f"{source}: lacks columns {missing}; columns present: {list(lumi.columns)}"
-        raise SchemaError(msg)
+    require_columns(lumi, ["exp", "run", "run_type", column], str(source))
     out = pd.DataFrame({
         "exp": lumi["exp"].astype(np.int64).to_numpy(),
         "run": lumi["run"].astype(np.int64).to_numpy(),
