@@ -75,8 +75,8 @@ def test_fused_fill_counts_out_of_range_like_numpy_twin(monkeypatch, nthreads, d
 
     monkeypatch.setattr(dpnb.kernels.hist, "MIN_ENTRIES_PER_THREAD", 1)  # exercise the parallel kernel
     rng = np.random.default_rng(3)
-    # 140k bins: three buckets of 2**16; several blocks of FILL_CHUNK hits per thread
-    n, n_ch, n_bins = 3 * dpnb.kernels.hist.FILL_CHUNK + 1234, 700, 200
+    # 140k bins, 3.1e6 hits: the staged fill, several slot blocks per thread, wrapping slots
+    n, n_ch, n_bins = 3 * 2**20 + 1234, 700, 200
     ch = rng.integers(-5, n_ch + 5, n).astype(np.int32)
     t = rng.uniform(-50.0, 450.0, n).astype(np.float32)
     t[rng.random(n) < 0.02] = np.nan

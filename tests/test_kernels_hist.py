@@ -96,14 +96,14 @@ def test_effective_threads():
 
 @pytest.mark.parametrize("nthreads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.int64, np.uint32, np.int32])
-def test_channel_hist_many_buckets_and_blocks(nthreads, dtype):
-    # 1000 x 200 bins = 4 buckets of 2**16 bins, and more hits than one block of FILL_CHUNK
-    # per thread: every path of the grouped fill (and of the private copies) is exercised
-    from dpnb.kernels.hist import BUCKET_SHIFT, FILL_CHUNK
+@pytest.mark.parametrize("stage_min_fill", [0.0, 1e9])
+def test_channel_hist_staged_and_direct(monkeypatch, nthreads, dtype, stage_min_fill):
+    # both paths (uint8 staging, plain increments), several slot blocks per thread
+    from dpnb.kernels import hist
 
+    monkeypatch.setattr(hist, "STAGE_MIN_FILL", stage_min_fill)
     n_ch = 1000
-    assert (n_ch * 200) >> BUCKET_SHIFT >= 3
-    ch, t = _hits(3 * FILL_CHUNK + 777, n_ch, seed=9)
+    ch, t = _hits(5 * hist.SLOT_BLOCK + 777, n_ch, seed=9)
     ref = fill_channel_hist_numpy(ch, t, n_ch, 200, 0.0, 400.0)
     h = fill_channel_hist(ch, t, n_ch, 200, 0.0, 400.0, nthreads, dtype=dtype)
     assert h.dtype == dtype
@@ -112,6 +112,31 @@ def test_channel_hist_many_buckets_and_blocks(nthreads, dtype):
     # counts accumulate in place in the given dtype
     fill_channel_hist(ch, t, n_ch, 200, 0.0, 400.0, nthreads, out=h)
     np.testing.assert_array_equal(h, 2 * ref)
+
+
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.int64, np.uint32])
+def test_staged_counts_wrap_exactly(monkeypatch, nthreads, dtype):
+    # few slots, many hits: every uint8 slot (bins, under/overflow, bad channel, NaN) wraps
+    # hundreds of times; the wide counts must take every 256 exactly once
+    from dpnb.kernels import hist
+
+    monkeypatch.setattr(hist, "STAGE_MIN_FILL", 0.0)
+    rng = np.random.default_rng(12)
+    n, n_ch = 400_000, 6
+    ch = rng.integers(-2, n_ch + 2, n).astype(np.int64)
+    t = rng.choice(np.array([-1.0, 5.0, 37.5, 99.99, 100.0, 1e30, np.nan], np.float32), n)
+    occ, h = np.zeros(n_ch, np.int64), np.zeros((n_ch, 4), dtype)
+    stats = hist.fill_channel_occupancy_hist(ch, t, n_ch, 4, 0.0, 100.0, occ, h, nthreads)
+    valid = (ch >= 0) & (ch < n_ch)
+    fin = valid & ~np.isnan(t)
+    inside = fin & (t >= 0) & (t < 100)
+    assert stats.tolist() == [np.count_nonzero(~valid), np.count_nonzero(valid & np.isnan(t)),
+                              np.count_nonzero(fin & ~inside)]
+    np.testing.assert_array_equal(occ, np.bincount(ch[fin], minlength=n_ch))
+    for c in range(n_ch):
+        np.testing.assert_array_equal(h[c], np.histogram(t[inside & (ch == c)], bins=4, range=(0.0, 100.0))[0])
+    assert h.max() > 10 * 256  # the test did make slots wrap
 
 
 def test_channel_hist_refuses_bad_out_and_overflowing_counts():

@@ -7,14 +7,15 @@ first with :func:`count_invalid` (the kernels stay pure and never raise).
 
 Binning is regular: bin ``b`` holds ``lo + b * w <= value < lo + (b + 1) * w`` with
 ``w = (hi - lo) / n_bins``; histograms are int64 counts (the per-channel fills also take
-int32 / uint32 counts: half the memory traffic). The small fills split the entries into
-``nthreads`` contiguous blocks, one partial histogram per block, then add the partials.
-The per-channel fills (a histogram far larger than the L2 cache) group each block of hits
-by bucket of bins before adding them (each bucket's slice of the histogram stays in L2);
-threads fill blocks of hits into private copies (the first into the output) added at the
-end. Integer counts make every result
-exactly the serial one for any thread count. Inputs too small to be worth a thread run
-serially (:func:`effective_threads`).
+int32 / uint32 counts). The small fills split the entries into ``nthreads`` contiguous
+blocks, one partial histogram per block, then add the partials. The per-channel fills (a
+histogram far larger than the L2 cache, hit at random places) count into uint8 slots, an
+eighth of the int64 histogram's memory, and move 256 to the wide counts each time a slot
+wraps; a block of slots is computed branch-free (vectorized) before it is counted. Threads
+stage contiguous blocks of hits and then merge disjoint ranges of channels. Sparse fills
+(fewer than :data:`STAGE_MIN_FILL` entries per bin) use a plain loop of increments instead.
+Integer counts make every result exactly the serial one for any thread count. Inputs too
+small to be worth a thread run serially (:func:`effective_threads`).
 
 :func:`fill_channel_occupancy_hist` fills the hits per channel and the per-channel
 histogram in one pass and counts what it could not place (bad channel, NaN, outside the
@@ -162,27 +163,25 @@ def fill_channel_counts_numpy(channel, n_channels, nthreads=1):
     return np.bincount(channel[ok], minlength=n_channels).astype(np.int64)
 
 
-#: hits per block in the per-channel fills (two int32 scratch buffers of 4 MB per thread)
-FILL_CHUNK = 1 << 20
-#: flat bins per bucket in the per-channel fills: 2**16 bins (256 kB of uint32, 512 kB of
-#: int64 counts) stay in a core's L2 cache while a bucket's hits are added
-BUCKET_SHIFT = 16
+#: hits per block whose staged slots are computed (vectorized) before they are counted: an
+#: int32 buffer of 16 kB that stays in L1
+SLOT_BLOCK = 4096
+#: entries per histogram bin from which the per-channel fills stage counts in uint8 (the
+#: staged fill ends with one pass over the whole histogram; below this fill a plain loop of
+#: increments is faster)
+STAGE_MIN_FILL = 0.5
 
 
 @njit
-def _bin_and_group(channel, value, a, e, n_channels, n_bins, lo, hi, n_buckets, idx, srt, start, occ, stats, count):
-    # Flat bins (channel * n_bins + bin) of hits [a, e), grouped by bucket of
-    # 2**BUCKET_SHIFT bins into srt (a counting sort on the high bits, no comparison sort);
-    # bucket q's bins are srt[start[q]:start[q + 1]]. With ``count``, also count per channel
-    # into ``occ`` every hit with a valid channel and a non-NaN value, and into stats [bad
-    # channel, NaN value (valid channel), value outside [lo, hi) (valid channel, not NaN)].
+def _direct_fill(channel, value, n_channels, n_bins, lo, hi, flat, occ, stats, count):
+    # The plain loop: one increment of the (large) histogram per hit. With ``count``, also
+    # count per channel into ``occ`` every hit with a valid channel and a non-NaN value, and
+    # into stats [bad channel, NaN value (valid channel), value outside [lo, hi)].
     scale = n_bins / (hi - lo)
-    k = 0
-    start[:] = 0
     bad = 0
     nan = 0
     outside = 0
-    for i in range(a, e):
+    for i in range(channel.shape[0]):
         ch = np.int64(channel[i])
         x = value[i]
         if ch < 0 or ch >= n_channels:
@@ -197,75 +196,163 @@ def _bin_and_group(channel, value, a, e, n_channels, n_bins, lo, hi, n_buckets, 
             b = np.int64((x - lo) * scale)
             if b >= n_bins:
                 b = n_bins - 1
-            v = ch * n_bins + b
-            idx[k] = v
-            k += 1
-            start[(v >> BUCKET_SHIFT) + 1] += 1
+            flat[ch * n_bins + b] += 1
         elif count:
             outside += 1
-    for q in range(n_buckets):
-        start[q + 1] += start[q]
-    cursor = start[:n_buckets].copy()
-    for j in range(k):
-        v = idx[j]
-        q = v >> BUCKET_SHIFT
-        srt[cursor[q]] = v
-        cursor[q] += 1
     if count:
         stats[0] += bad
         stats[1] += nan
         stats[2] += outside
-    return k
 
 
 @njit
-def _fill_channel_serial(channel, value, n_channels, n_bins, lo, hi, flat_out, occ, stats, count):
-    # A loop that increments a histogram much larger than the L2 cache at random places
-    # waits for memory on nearly every hit. Per block of hits the flat bins are computed
-    # first (streaming) and grouped by bucket, then added bucket by bucket: each bucket's
-    # slice of the histogram stays in L2 while its hits are added.
+def _slots(channel, value, a, e, n_channels, n_bins, lo, hi, buf):
+    # The staged slot of each hit in [a, e): channel c owns n_bins + 2 slots (underflow, the
+    # bins, overflow), then two dump slots (bad channel, NaN value). No branches: the loop
+    # vectorizes (out-of-range conversions are computed and then not selected).
+    scale = n_bins / (hi - lo)
+    width = n_bins + 2
+    dump_bad = n_channels * width
+    for i in range(a, e):
+        ch = np.int64(channel[i])
+        x = np.float64(value[i])
+        b = min(np.int64((x - lo) * scale), n_bins - 1) + 1
+        b = n_bins + 1 if x >= hi else b
+        b = 0 if x < lo else b
+        v = ch * width + b
+        v = dump_bad + 1 if x != x else v
+        v = v if (ch >= 0) & (ch < n_channels) else dump_bad
+        buf[i - a] = v
+
+
+@njit
+def _spill(v, n_channels, n_bins, spill, side, unit):
+    # A uint8 staged count wrapped at 256: ``unit`` goes to a wide counter, spill (per bin: the
+    # output itself with unit 256, or a private int32 count of spills with unit 1) or side
+    # (per channel: underflow, overflow, all of the channel's hits; then bad channel, NaN).
+    width = n_bins + 2
+    c = v // width
+    s = v - c * width
+    if c >= n_channels:
+        side[3 * n_channels + s] += 256
+        return
+    side[3 * c + 2] += 256
+    if s == 0:
+        side[3 * c] += 256
+    elif s == width - 1:
+        side[3 * c + 1] += 256
+    else:
+        spill[c * n_bins + s - 1] += unit
+
+
+@njit
+def _stage_range(channel, value, n_channels, n_bins, lo, hi, stage, spill, side, unit):
+    # Count the hits into uint8 slots (an eighth of a channel x bin histogram of int64 counts:
+    # far fewer cache misses for random channels); every 256th hit of a slot spills.
     n = channel.shape[0]
-    n_buckets = ((n_channels * n_bins - 1) >> BUCKET_SHIFT) + 1
-    m = min(n, FILL_CHUNK)
-    idx = np.empty(m, dtype=np.int32)
-    srt = np.empty(m, dtype=np.int32)
-    start = np.zeros(n_buckets + 1, dtype=np.int64)
-    for a in range(0, n, FILL_CHUNK):
-        k = _bin_and_group(channel, value, a, min(n, a + FILL_CHUNK), n_channels, n_bins, lo, hi, n_buckets, idx,
-                           srt, start, occ, stats, count)
-        for j in range(k):
-            flat_out[srt[j]] += 1
+    buf = np.empty(min(n, SLOT_BLOCK), dtype=np.int32)
+    for a in range(0, n, SLOT_BLOCK):
+        e = min(n, a + SLOT_BLOCK)
+        _slots(channel, value, a, e, n_channels, n_bins, lo, hi, buf)
+        for j in range(e - a):
+            v = buf[j]
+            s = stage[v] + 1
+            if s == 256:
+                stage[v] = 0
+                _spill(v, n_channels, n_bins, spill, side, unit)
+            else:
+                stage[v] = s
+
+
+@njit
+def _merge_stages(stage, spills, side, c0, c1, n_bins, flat, occ, stats, count):
+    # One pass over channels [c0, c1): add every thread's staged counts (stage[t]) and counts
+    # of spills (256 * spills[t], the threads after the first) to flat, and (with count) the
+    # channels' hits to occ and their hits outside [lo, hi) to stats[2].
+    width = n_bins + 2
+    nt = stage.shape[0]
+    ns = spills.shape[0]
+    outside = 0
+    for c in range(c0, c1):
+        base = c * width
+        o = c * n_bins
+        row = 0
+        for b in range(n_bins):
+            k = np.int64(0)
+            for t in range(nt):
+                k += stage[t, base + 1 + b]
+            row += k
+            for t in range(ns):
+                k += 256 * np.int64(spills[t, o + b])
+            flat[o + b] += k
+        if count:
+            for t in range(nt):
+                flows = np.int64(stage[t, base]) + np.int64(stage[t, base + width - 1])
+                outside += flows + side[t, 3 * c] + side[t, 3 * c + 1]
+                row += flows + side[t, 3 * c + 2]
+            occ[c] += row
+    stats[2] += outside
+
+
+@njit
+def _stage_dumps(stage, side, n_channels, stats):
+    d = stage.shape[1] - 2
+    for t in range(stage.shape[0]):
+        stats[0] += np.int64(stage[t, d]) + side[t, 3 * n_channels]
+        stats[1] += np.int64(stage[t, d + 1]) + side[t, 3 * n_channels + 1]
+
+
+@njit
+def _fill_staged_serial(channel, value, n_channels, n_bins, lo, hi, flat, occ, stats, count):
+    stage = np.zeros((1, n_channels * (n_bins + 2) + 2), dtype=np.uint8)
+    side = np.zeros((1, 3 * n_channels + 2), dtype=np.int64)
+    _stage_range(channel, value, n_channels, n_bins, lo, hi, stage[0], flat, side[0], 256)
+    _merge_stages(stage, np.zeros((0, 0), dtype=np.int32), side, 0, n_channels, n_bins, flat, occ, stats, count)
+    _stage_dumps(stage, side, n_channels, stats)
 
 
 @njit(parallel=True)
-def _fill_channel_parallel(channel, value, n_channels, n_bins, lo, hi, nthreads, flat_out, occ, stats, count):
-    # Each thread fills a contiguous block of hits with the grouped serial fill, the first
-    # into the output, the others into private copies, added at the end (in parallel over
-    # bins: ~10 ms for 20k x 200 int64 bins). One parallel region, no barrier per block.
+def _fill_staged_parallel(channel, value, n_channels, n_bins, lo, hi, nthreads, flat, occ, stats, count):
+    # Each thread stages a contiguous block of hits (its spills go to the output for the first
+    # thread, to a private int32 count for the others); then each thread merges all of it into
+    # a contiguous range of channels. Two parallel regions, no atomics.
     n = channel.shape[0]
-    total = n_channels * n_bins
     step = (n + nthreads - 1) // nthreads
-    part = np.zeros((nthreads - 1, total), dtype=flat_out.dtype)
-    occs = np.zeros((nthreads, occ.shape[0]), dtype=np.int64)
+    stage = np.zeros((nthreads, n_channels * (n_bins + 2) + 2), dtype=np.uint8)
+    side = np.zeros((nthreads, 3 * n_channels + 2), dtype=np.int64)
+    spills = np.zeros((nthreads - 1, n_channels * n_bins), dtype=np.int32)
     for t in prange(nthreads):
         a = min(n, t * step)
         b = min(n, a + step)
         if t == 0:
-            _fill_channel_serial(channel[a:b], value[a:b], n_channels, n_bins, lo, hi, flat_out, occs[0], stats[0],
-                                 count)
+            _stage_range(channel[a:b], value[a:b], n_channels, n_bins, lo, hi, stage[0], flat, side[0], 256)
         else:
-            _fill_channel_serial(channel[a:b], value[a:b], n_channels, n_bins, lo, hi, part[t - 1], occs[t],
-                                 stats[t], count)
-    if nthreads > 1:
-        for j in prange(total):
-            acc = flat_out[j]
-            for k in range(nthreads - 1):
-                acc += part[k, j]
-            flat_out[j] = acc
-    if count:
-        for t in range(nthreads):
-            for c in range(occ.shape[0]):
-                occ[c] += occs[t, c]
+            _stage_range(channel[a:b], value[a:b], n_channels, n_bins, lo, hi, stage[t], spills[t - 1], side[t], 1)
+    cstep = (n_channels + nthreads - 1) // nthreads
+    outside = np.zeros((nthreads, 3), dtype=np.int64)
+    for t in prange(nthreads):
+        c0 = min(n_channels, t * cstep)
+        c1 = min(n_channels, c0 + cstep)
+        _merge_stages(stage, spills, side, c0, c1, n_bins, flat, occ, outside[t], count)
+    stats[2] += outside[:, 2].sum()
+    _stage_dumps(stage, side, n_channels, stats)
+
+
+def _fill_channel(channel, value, n_channels, n_bins, lo, hi, nthreads, flat, occ, stats, count):
+    """Dispatch a per-channel fill: the plain loop for sparse fills, else uint8 staging (in
+    parallel when there are enough hits for several threads)."""
+    n = channel.shape[0]
+    if n == 0:
+        return
+    lo, hi = float(lo), float(hi)
+    if n < STAGE_MIN_FILL * n_channels * n_bins:
+        _direct_fill(channel, value, n_channels, n_bins, lo, hi, flat, occ, stats, count)
+        return
+    nthreads = effective_threads(nthreads, n)
+    if nthreads == 1:  # no thread pool at all
+        _fill_staged_serial(channel, value, n_channels, n_bins, lo, hi, flat, occ, stats, count)
+    else:
+        _fill_staged_parallel(channel, value, n_channels, n_bins, lo, hi, nthreads, flat, occ, stats, count)
 
 
 _COUNT_DTYPES = (np.int64, np.uint64, np.int32, np.uint32)
@@ -275,7 +362,7 @@ def _check_fill_args(name, channel, value, n_channels, n_bins, out):
     if channel.shape != value.shape:
         msg = f"{name}: channel and value lengths differ ({channel.shape[0]} vs {value.shape[0]})"
         raise ValueError(msg)
-    if n_channels * n_bins >= 2**31:
+    if n_channels * (n_bins + 2) + 2 >= 2**31:
         msg = f"{name}: {n_channels} channels x {n_bins} bins is too many (flat bin index must fit in int32)"
         raise ValueError(msg)
     if out.shape != (n_channels, n_bins) or not out.flags.c_contiguous or out.dtype.type not in _COUNT_DTYPES:
@@ -291,10 +378,9 @@ def fill_channel_hist(channel, value, n_channels, n_bins, lo, hi, nthreads=1, ou
     """Per-channel histogram of ``value``: ``dtype[n_channels, n_bins]`` over ``[lo, hi)``.
 
     ``channel`` is an integer array, ``value`` a float array of the same length (e.g. hit
-    times in ns). Per block of hits the flat bins are computed, grouped by bucket of
-    ``2**BUCKET_SHIFT`` bins and added bucket by bucket (cache friendly); with
-    ``nthreads`` threads, each fills a block of hits into its own copy (the first into the
-    output), and the copies are added. The result does not
+    times in ns). Counts are staged in uint8 slots (see the module's description); with
+    ``nthreads`` threads, each stages a block of hits and then adds a range of channels of
+    every stage to the output. The result does not
     depend on ``nthreads``. ``dtype`` may be int64 (default), uint64, int32 or uint32: 32-bit
     counts halve the memory traffic; the caller guarantees that no bin reaches 2**31 / 2**32.
     ``out`` (C-contiguous ``(n_channels, n_bins)`` of one of those types) is added to in place
@@ -305,17 +391,9 @@ def fill_channel_hist(channel, value, n_channels, n_bins, lo, hi, nthreads=1, ou
     if out is None:
         out = np.zeros((n_channels, n_bins), dtype=dtype)
     _check_fill_args("fill_channel_hist", channel, value, n_channels, n_bins, out)
-    flat_out = out.reshape(-1)  # a view: out is C-contiguous
-    if channel.shape[0]:
-        nthreads = effective_threads(nthreads, channel.shape[0])
-        occ = np.zeros(1, dtype=np.int64)
-        stats = np.zeros((max(nthreads, 1), 3), dtype=np.int64)
-        if nthreads == 1:  # no thread pool at all
-            _fill_channel_serial(channel, value, n_channels, n_bins, float(lo), float(hi), flat_out, occ, stats[0],
-                                 False)
-        else:
-            _fill_channel_parallel(channel, value, n_channels, n_bins, float(lo), float(hi), nthreads, flat_out,
-                                   occ, stats, False)
+    occ = np.zeros(0, dtype=np.int64)
+    stats = np.zeros(3, dtype=np.int64)
+    _fill_channel(channel, value, n_channels, n_bins, lo, hi, nthreads, out.reshape(-1), occ, stats, False)
     return out
 
 
@@ -349,17 +427,9 @@ def fill_channel_occupancy_hist(channel, value, n_channels, n_bins, lo, hi, occ,
     if occ.shape != (n_channels,) or occ.dtype != np.int64 or not occ.flags.c_contiguous:
         msg = f"fill_channel_occupancy_hist: occ must be a contiguous int64[{n_channels}], got {occ.shape} {occ.dtype}"
         raise ValueError(msg)
-    flat = hist.reshape(-1)
-    nthreads = effective_threads(nthreads, channel.shape[0])
-    stats = np.zeros((nthreads, 3), dtype=np.int64)
-    if channel.shape[0] == 0:
-        return stats.sum(axis=0)
-    if nthreads == 1:
-        _fill_channel_serial(channel, value, n_channels, n_bins, float(lo), float(hi), flat, occ, stats[0], True)
-    else:
-        _fill_channel_parallel(channel, value, n_channels, n_bins, float(lo), float(hi), nthreads, flat, occ, stats,
-                               True)
-    return stats.sum(axis=0)
+    stats = np.zeros(3, dtype=np.int64)
+    _fill_channel(channel, value, n_channels, n_bins, lo, hi, nthreads, hist.reshape(-1), occ, stats, True)
+    return stats
 
 
 def fill_channel_occupancy_hist_numpy(channel, value, n_channels, n_bins, lo, hi, occ, hist, nthreads=1):
