@@ -19,6 +19,15 @@ Caching check (reported, not asserted): every numba dispatcher in each
 (``cache=True``), and the cold start's cache directory is inspected for the index
 (``.nbi``) and data (``.nbc``) files it wrote, per kernel module.
 
+Notebook cold start: the notebooks ``calibration/01_channel_masking`` (hit accumulation,
+per-channel statistics) and ``skim_validation`` (selection kernels) are executed by
+papermill, with their default parameters, on the ``tiny`` benchmark dataset (a bucket file
+given through ``DPNB_BUCKET_FILE``, as in JupyterLab). Each execution gets a fresh kernel
+process, a fresh conditions database, a fresh per-run partial cache and a fresh reports
+directory, so every execution does the same work; only ``NUMBA_CACHE_DIR`` differs: empty
+(cold) or the one the cold execution filled (warm). Reported per notebook: wall time of
+``papermill.execute_notebook`` cold and warm, best of N pairs, and their ratio.
+
     .venv/bin/python benchmarks/bench_jit.py [--quick]
 """
 
@@ -118,8 +127,62 @@ def caching_report() -> dict:
     return report
 
 
+REPO = KERNEL_DIR.parent.parent
+NOTEBOOKS = {"masking": "calibration/01_channel_masking.ipynb", "skim_validation": "skim_validation.ipynb"}
+
+
+def _execute(notebook: str, data_root: Path, numba_cache: Path, scratch: Path) -> float:
+    """Wall seconds of one papermill execution of ``notebook`` with its default parameters on
+    ``data_root``, everything it writes (conditions, partials, reports) under ``scratch``."""
+    import logging
+
+    import papermill as pm
+    import yaml
+
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    scratch.mkdir(parents=True)
+    bucket = {"label": "jit", "runs": ["1:1-7"], "data": {"root": str(data_root)},
+              "conditions": {"db": str(scratch / "conditions.sqlite")}, "reports_dir": str(scratch / "reports"),
+              "cache_dir": str(scratch / "cache")}
+    bfile = scratch / "bucket.yaml"
+    bfile.write_text(yaml.safe_dump(bucket))
+    from dpnb.pipeline.execute import KERNEL_ARGS, KERNEL_ENV, _environ, _kernel_manager_class
+
+    # the kernel settings of `dpnb run` (ipc kernel, in-memory history); kernels inherit the environment
+    with _environ(dict(KERNEL_ENV, DPNB_BUCKET_FILE=str(bfile), NUMBA_CACHE_DIR=str(numba_cache))):
+        t0 = time.perf_counter()
+        pm.execute_notebook(str(REPO / "notebooks" / notebook), str(scratch / "out.ipynb"), kernel_name="python3",
+                            cwd=str((REPO / "notebooks" / notebook).parent), progress_bar=False,
+                            kernel_manager_class=_kernel_manager_class(), extra_arguments=KERNEL_ARGS)
+        return time.perf_counter() - t0
+
+
+def notebook_starts(repeat: int) -> dict:
+    """Cold (empty numba cache) vs warm execution of each notebook in :data:`NOTEBOOKS`."""
+    from _datasets import dataset
+
+    data_root = dataset("tiny")
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="bench_jit_nb_") as tmp:
+        tmp = Path(tmp)
+        for key, notebook in NOTEBOOKS.items():
+            # warm-up (own cache dir): interpreter, byte code and file caches, not numba's
+            _execute(notebook, data_root, tmp / f"{key}-warmup-numba", tmp / f"{key}-warmup")
+            cold = warm = float("inf")
+            for i in range(repeat):
+                cache = tmp / f"{key}-numba-{i}"
+                cache.mkdir()
+                cold = min(cold, _execute(notebook, data_root, cache, tmp / f"{key}-cold-{i}"))
+                warm = min(warm, _execute(notebook, data_root, cache, tmp / f"{key}-warm-{i}"))
+            figures[f"notebook_{key}_cold_s"] = cold
+            figures[f"notebook_{key}_warm_s"] = warm
+            figures[f"notebook_{key}_ratio_cold_vs_warm"] = cold / warm
+    return figures
+
+
 def run(quick: bool = False, repeat: int | None = None) -> dict:
-    """Cold vs warm start of the accumulation kernels, and which kernels cache to disk."""
+    """Cold vs warm start of the accumulation kernels and of two notebooks, and which kernels
+    cache to disk."""
     repeat = repeat or (1 if quick else 2)
     cold = warm = None
     files = {}
@@ -157,12 +220,14 @@ def run(quick: bool = False, repeat: int | None = None) -> dict:
         "warm_cache_loads_misses": f"{warm['cache_hits']}/{warm['cache_misses']}",
         "cache_files_written_by_cold_start": files,
     }
+    figures.update(notebook_starts(repeat))
     for module, value in caching_report().items():
         figures[f"cached_dispatchers_{module}"] = value
     return figures
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # _datasets
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one cold/warm pair instead of best of 2")
     ap.add_argument("--repeat", type=int, default=None)
