@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -165,6 +166,34 @@ def test_mc_normalization_counts_match_independent_sums(demo):
     assert value(res, "expected_events_total") == pytest.approx(per_process, rel=1e-12)
     assert res["gates"]["control_chi2_pvalue"]["verdict"] == "pass"
     assert res["gates"]["lumi_from_luminosity_summary"]["verdict"] == "pass"
+
+
+def test_mc_expectation_at_the_measured_beam_energy(demo):
+    # every requested run has a BeamEnergy payload; the expectation is recomputed here with the
+    # generator's own sigma(E) (dpnb.simulate.truth) at those E_cm and the per-run luminosity
+    from dpnb.conditions import ConditionsDB
+    from dpnb.simulate.config import PRESCALES
+    from dpnb.simulate.truth import cross_sections_at
+
+    res = results(demo, "mc_normalization")
+    assert res["gates"]["ecm_runs_measured"]["verdict"] == "pass"
+    runs = pd.read_csv(demo["reports"] / "demo" / "mc_normalization" / "v1" / "mc_weights_runs.csv")
+    lumi = runs.drop_duplicates("run").set_index("run")
+    req = _good_bucket_runs(demo, ("4S", "continuum"))
+    assert set(lumi.index) == set(req.run)
+    db = ConditionsDB(demo["db"])
+    try:
+        ecm = {r: db.get("BeamEnergy", (1, int(r)), ["demo_calibration"]).data["ecm_gev"] for r in req.run}
+    finally:
+        db.close()
+    assert lumi["ecm_gev"].to_dict() == pytest.approx(ecm, rel=1e-15)
+    expected = sum(sigma * PRESCALES.get(p, 1.0) * 1000.0 * lumi.loc[r, "lumi_pb"]
+                   for r in req.run for p, sigma in cross_sections_at(ecm[r]).items())
+    assert value(res, "expected_events_total") == pytest.approx(expected, rel=1e-9)
+    # the data agree with the corrected expectation (the nominal one was 2.1 sigma high)
+    n_data = value(res, "control_data_events")
+    assert abs(n_data - expected) < 1.5 * np.sqrt(expected)
+    assert value(res, "expected_events_total_nominal_ecm") - expected > 300
 
 
 def test_skim_statistics_match_the_files(demo):

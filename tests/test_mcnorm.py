@@ -514,9 +514,12 @@ def test_notebook_on_tiny_dataset(tiny_dataset, tmp_path, monkeypatch):
                         parameters={"output_dir": str(out), "upstream": {"luminosity_summary": str(lumi_dir)}},
                         cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
     res = json.loads((out / "results.json").read_text())
-    assert res["values"]["cross_section_table"]["value"] == "toy_generator_v1"
+    assert res["values"]["cross_section_table"]["value"] == "toy_generator_v2"
     gates = {k: v["verdict"] for k, v in res["gates"].items()}
     assert gates["lumi_from_luminosity_summary"] == "pass"
+    # no beam-energy calibration for this bucket: nominal E_cm everywhere, and the gate says so
+    assert gates["ecm_runs_measured"] == "warn" and res["gates"]["ecm_runs_measured"]["value"] == 0.0
+    assert res["values"]["expected_events_total"]["value"] == res["values"]["expected_events_total_nominal_ecm"]["value"]
     assert gates["control_chi2_pvalue"] == "pass"  # MC and data come from the same generator
     assert gates["pot_method_difference"] == "pass"
 
@@ -596,3 +599,94 @@ def test_data_process_missing_from_table_is_named(tmp_path):
     table = load_cross_sections("toy_generator", 1, root=REPO)
     with pytest.raises(InputError, match=r"data of run 1:1: process 'cosmic' .*not in cross-section table toy_generator_v1"):
         table.check_processes(seen, "data of run 1:1")
+
+
+# --- cross sections at the measured E_cm ------------------------------------------------------
+@pytest.mark.parametrize("ecm", [10.52, 10.5588, 10.57, 10.5763, 10.5794, 10.58, 10.5823, 10.61])
+def test_toy_v2_energy_dependence_matches_the_generator(ecm):
+    # the generator's own σ(E) (dpnb.simulate.truth) is the independent reference
+    from dpnb.simulate.truth import cross_sections_at
+
+    t = load_cross_sections("toy_generator", 2, root=REPO)
+    assert set(t.energy_dependent) == set(t.processes)
+    truth = cross_sections_at(ecm)
+    for p in t.processes:
+        assert t.sigma_at(p, "4S", ecm) == pytest.approx(truth[p], rel=1e-12, abs=1e-15), p
+        # continuum values hold at 10.52 GeV; B pairs stay 0 there
+        assert t.sigma_at(p, "continuum", ecm) == pytest.approx(
+            truth[p] if p not in ("mixed", "charged") else 0.0, rel=1e-9, abs=1e-15), p
+    # without a measured E_cm: the table's values; v1 and v2 agree on them
+    v1 = load_cross_sections("toy_generator", 1, root=REPO)
+    assert all(t.sigma_at(p, rt) == v1[p].sigma_for(rt) for p in t.processes for rt in ("4S", "continuum"))
+
+
+def test_ecm_dependence_parse_errors():
+    bw = {"breit_wigner": {"mass_gev": 10.58, "half_width_gev": 0.01, "threshold_gev": 10.56}}
+    with pytest.raises(InputError, match=r"test.yaml: processes.a.ecm_dependence: 'linear'; expected 'inverse_s'"):
+        make_table({"a": {"sigma": 1.0, "ecm_dependence": "linear"}})
+    with pytest.raises(InputError, match=r"processes.a.ecm_dependence.breit_wigner: missing \['threshold_gev'\]"):
+        make_table({"a": {"sigma": 1.0, "ecm_dependence": {"breit_wigner": {"mass_gev": 1, "half_width_gev": 1}}}})
+    with pytest.raises(InputError, match=r"test.yaml: processes \['a'\] have an ecm_dependence but the table has no "
+                                         r"nominal_ecm_gev"):
+        make_table({"a": {"sigma": 1.0, "ecm_dependence": bw}})
+    raw = {"name": "t", "version": 1, "unit": "nb", "source": "s", "nominal_ecm_gev": {"4S": 10.50},
+           "processes": {"a": {"sigma": 1.0, "ecm_dependence": bw}}}
+    t = parse_cross_sections(raw, "t.yaml")
+    with pytest.raises(InputError, match=r"process 'a' has sigma 1.0 nb for run type '4S' but its ecm_dependence is 0 "
+                                         r"at the nominal 10.5 GeV"):
+        t.sigma_at("a", "4S", 10.58)
+    with pytest.raises(InputError, match=r"nominal_ecm_gev has no entry for run type 'scan'"):
+        t.sigma_at("a", "scan", 10.58)
+
+
+def test_normalize_at_measured_ecm_by_hand():
+    from dpnb.runs import RunId
+
+    raw = {"name": "t", "version": 1, "unit": "nb", "source": "s", "nominal_ecm_gev": {"default": 10.0},
+           "processes": {"bb": {"sigma": 2.0, "ecm_dependence": {"breit_wigner": {
+               "mass_gev": 10.0, "half_width_gev": 0.01, "threshold_gev": 9.9}}},
+               "qq": {"sigma": 3.0, "ecm_dependence": "inverse_s"}, "flat": {"sigma": 1.0}}}
+    table = parse_cross_sections(raw, "t.yaml")
+    lumi = lumi_frame([(1, 1, "4S", 1.0), (1, 2, "4S", 2.0)])
+    samples = [sample("bb", "bb", 10_000), sample("qq", "qq", 10_000), sample("flat", "flat", 10_000)]
+    # run 1 measured 10 MeV above the peak (one half width: BW factor 1/2), run 2 not measured
+    norm = normalize(samples, table, lumi, ecm_by_run={RunId(1, 1): 10.01})
+    got = norm.processes.set_index("process")["expected_events"]
+    assert got["bb"] == pytest.approx(2.0 * 1000 * (1.0 * 0.5 + 2.0))
+    assert got["qq"] == pytest.approx(3.0 * 1000 * (1.0 * (10.0 / 10.01) ** 2 + 2.0))
+    assert got["flat"] == pytest.approx(1.0 * 1000 * 3.0)
+    runs = norm.runs.set_index(["process", "run"])
+    assert runs.loc[("bb", 1), "ecm_gev"] == 10.01 and np.isnan(runs.loc[("bb", 2), "ecm_gev"])
+    assert runs.loc[("bb", 1), "sigma_nb"] == pytest.approx(1.0)
+
+
+def test_ecm_for_runs_reads_beam_energy_payloads(tmp_path):
+    from dpnb.conditions import ConditionsDB
+    from dpnb.errors import TagStateError
+    from dpnb.mcnorm.bucket_inputs import ecm_for_runs
+    from dpnb.runs import IOV, RunId
+
+    ctx = _ctx(tmp_path)
+    db_path = tmp_path / "cond.sqlite"
+    ctx.params["conditions"] = {"db": str(db_path), "global_tag": "gt", "chain": []}
+    runs = [RunId(1, r) for r in (1, 2, 3)]
+    opts = {"ecm_source": "conditions", "on_missing_ecm": "nominal"}
+    lookup = ecm_for_runs(ctx, opts, runs)  # no database yet: every run missing, nothing created
+    assert lookup.missing == runs and not lookup.values and not db_path.exists()
+    db = ConditionsDB(db_path)
+    db.create_tag("gt")
+    db.add_payload("gt", "BeamEnergy", {"ecm_gev": 10.5823, "ecm_err_gev": 0.0004}, IOV(1, 1, 1, 2))
+    db.close()
+    lookup = ecm_for_runs(ctx, opts, runs)
+    assert lookup.values == {RunId(1, 1): 10.5823, RunId(1, 2): 10.5823} and lookup.missing == [RunId(1, 3)]
+    assert lookup.fraction == pytest.approx(2 / 3) and lookup.frame()["ecm_err_gev"].tolist() == [0.0004, 0.0004]
+    with pytest.raises(InputError, match=r"cond.sqlite \(global tag chain \['gt'\]\): no BeamEnergy payload for run 1:3"):
+        ecm_for_runs(ctx, {**opts, "on_missing_ecm": "fail"}, runs)
+    assert ecm_for_runs(ctx, {**opts, "ecm_source": "nominal"}, runs).values == {}
+    with pytest.raises(ParameterError, match="ecm_source = 'beam'"):
+        ecm_for_runs(ctx, {**opts, "ecm_source": "beam"}, runs)
+    db = ConditionsDB(db_path)
+    db.set_state("gt", "INVALID", by="test")
+    db.close()
+    with pytest.raises(TagStateError, match="INVALID"):
+        ecm_for_runs(ctx, opts, runs)

@@ -4,7 +4,9 @@ For every group of MC samples of one process covering one run range (samples of 
 are combined, e.g. several streams of run-dependent MC):
 
 * ``lumi_pb``          Σ L_run over the requested runs of the range (pb⁻¹)
-* ``produced_events``  Σ σ(run type) · L_run (events produced in the collisions)
+* ``produced_events``  Σ σ(run type, E_cm of the run) · L_run (events produced in the
+                       collisions; σ at the table's nominal E_cm unless ``ecm_by_run`` gives
+                       the run's measured one, see :meth:`CrossSectionTable.sigma_at`)
 * ``expected_events``  produced × prescale (events the data keeps; = σ·L when prescale is 1)
 * ``weight``           expected_events / Σw of the group (per unit MC event weight; equals
                        σ·L/N_gen for unweighted samples)
@@ -25,7 +27,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -130,13 +132,16 @@ def normalize(
     *,
     min_lumi_ratio: float = 1.0,
     lumi_source: str | None = None,
+    ecm_by_run: Mapping[RunId, float] | None = None,
 ) -> Normalization:
     """Normalise ``samples`` to the luminosity of ``runs`` (default: every run of ``lumi``).
 
     ``lumi`` comes from :func:`prepare_lumi` (columns exp, run, run_type, lumi_pb). Every
     sample's process must be in ``table`` and every requested run in ``lumi``; otherwise
-    :class:`InputError` names them (``lumi_source`` defaults to the table's own). See the
-    module docstring for the outputs.
+    :class:`InputError` names them (``lumi_source`` defaults to the table's own).
+    ``ecm_by_run`` (GeV, e.g. from the ``BeamEnergy`` payloads) evaluates the table's
+    energy-dependent cross sections at each listed run's E_cm. See the module docstring for
+    the outputs.
     """
     lumi_source = lumi_source or lumi.attrs.get("source", "luminosity table")
     samples = list(samples)
@@ -186,13 +191,15 @@ def normalize(
         produced = 0.0
         for r in covered:
             rtype, lrun = by_run[r]
-            sigma = xs.sigma_for(rtype)
+            ecm = ecm_by_run.get(r) if ecm_by_run else None
+            sigma = table.sigma_at(process, rtype, ecm)
             n_run = float(sigma_times_lumi(sigma, lrun))
             lumi_pb += lrun
             produced += n_run
             run_rows.append({
                 "process": process, "exp": r.exp, "run": r.run, "run_type": rtype, "lumi_pb": lrun,
-                "sigma_nb": sigma, "produced_events": n_run, "expected_events": n_run * xs.prescale,
+                "ecm_gev": math.nan if ecm is None else float(ecm), "sigma_nb": sigma, "produced_events": n_run,
+                "expected_events": n_run * xs.prescale,
                 "samples": ",".join(sorted(s.sample for s in members)),
             })
         expected = produced * xs.prescale
@@ -222,7 +229,7 @@ def normalize(
             })
 
     samples_df = pd.DataFrame(sample_rows, columns=list(WEIGHTS_COLUMNS) + list(_EXTRA_COLUMNS))
-    runs_df = pd.DataFrame(run_rows, columns=["process", "exp", "run", "run_type", "lumi_pb", "sigma_nb",
+    runs_df = pd.DataFrame(run_rows, columns=["process", "exp", "run", "run_type", "lumi_pb", "ecm_gev", "sigma_nb",
                                               "produced_events", "expected_events", "samples"])
     uncovered = {}
     proc_rows = []
