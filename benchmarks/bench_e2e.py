@@ -14,6 +14,10 @@ The same raw files — every run of a bucket: ``demo`` by default (43 files, 7e4
   ``dpnb`` with one thread and no overlap (``overlap=False``, ``nthreads=1``: the serial
   figure), ``dpnb_overlap`` with two runs in flight (one thread reads while the other
   fills; the default in-process mode);
+* one run (the biggest file) read in 8 chunks by
+  :func:`~dpnb.calibration.accumulate.accumulate_run` with and without ``prefetch`` (the
+  next chunk read by a thread while the kernel fills the current one), against uproot's raw
+  read of that file in one go (``run_chunked_*``);
 * ``dpnb_all_partials``: :func:`~dpnb.calibration.accumulate.accumulate_run` for every run,
   all compact partials held, then :func:`~dpnb.calibration.accumulate.merge` (what the
   notebooks did before merging as they go).
@@ -61,12 +65,13 @@ def _raw_read(files, library: str, count: bool = False) -> int:
 
 
 def _accumulate(files, runs, n_channels: int, nthreads: int = 1, overlap: bool = False):
-    """The bucket accumulation as the calibration notebooks run it (merged as runs arrive)."""
+    """The bucket accumulation as the calibration notebooks run it (merged as runs arrive);
+    without ``overlap`` also without reading ahead inside a run (the serial figure)."""
     from dpnb.calibration.accumulate import accumulate_bucket
     from dpnb.runs import RunId
 
     acc = accumulate_bucket({RunId(*r): p for r, p in zip(runs, files)}, n_channels, nthreads=nthreads,
-                            overlap=overlap)
+                            overlap=overlap, prefetch=overlap)
     if acc.skipped:
         msg = f"runs skipped: {acc.skipped}"
         raise RuntimeError(msg)
@@ -77,7 +82,8 @@ def _accumulate_all_partials(files, runs, n_channels: int, nthreads: int = 1):
     """Every run's compact partial held, then merged."""
     from dpnb.calibration.accumulate import accumulate_run, merge
 
-    parts = [accumulate_run(path, n_channels, run=tuple(run), nthreads=nthreads) for path, run in zip(files, runs)]
+    parts = [accumulate_run(path, n_channels, run=tuple(run), nthreads=nthreads, prefetch=False)
+             for path, run in zip(files, runs)]
     return merge(parts)
 
 
@@ -125,6 +131,21 @@ def run(quick: bool = False, scale: str | None = None, repeat: int | None = None
         raise RuntimeError(msg)
 
     compute_fn, served = _compute_only_method(b, 1)
+    # one run read in several chunks: reading the next chunk ahead (a thread) vs not
+    from dpnb.calibration.accumulate import accumulate_run
+
+    big = max(range(len(b.files)), key=lambda i: Path(b.files[i]).stat().st_size)
+    big_file = b.files[big]
+    with __import__("uproot").open(big_file) as f:
+        big_events = f["events"].num_entries
+    step = max(1, big_events // 8)
+
+    def one_run(prefetch):
+        return accumulate_run(big_file, b.n_channels, step_size=step, prefetch=prefetch)
+
+    if not (one_run(True).time_counts == one_run(False).time_counts).all():
+        msg = "read-ahead accumulation of one run differs from the plain one"
+        raise RuntimeError(msg)
     methods = {
         "uproot_ak": lambda: _raw_read(b.files, "ak"),
         "uproot_np": lambda: _raw_read(b.files, "np"),
@@ -132,6 +153,9 @@ def run(quick: bool = False, scale: str | None = None, repeat: int | None = None
         "dpnb_overlap": lambda: _accumulate(b.files, b.runs, b.n_channels, 1, overlap=True),
         "dpnb_all_partials": lambda: _accumulate_all_partials(b.files, b.runs, b.n_channels, 1),
         "compute_only": compute_fn,
+        "run_raw": lambda: _raw_read([big_file], "ak"),
+        "run_chunked_plain": lambda: one_run(False),
+        "run_chunked_prefetch": lambda: one_run(True),
     }
     best = dict.fromkeys(methods, float("inf"))
     for _ in range(repeat):
@@ -160,6 +184,12 @@ def run(quick: bool = False, scale: str | None = None, repeat: int | None = None
         "dpnb_overlap_events_per_s": total.n_events / best["dpnb_overlap"],
         "dpnb_all_partials_s": best["dpnb_all_partials"],
         "ratio_dpnb_all_partials_vs_uproot_raw": raw / best["dpnb_all_partials"],
+        "run_chunked_events": big_events,
+        "run_chunked_step_size": step,
+        "run_chunked_plain_s": best["run_chunked_plain"],
+        "run_chunked_prefetch_s": best["run_chunked_prefetch"],
+        "run_chunked_prefetch_speedup": best["run_chunked_plain"] / best["run_chunked_prefetch"],
+        "ratio_run_chunked_prefetch_vs_uproot_raw": best["run_raw"] / best["run_chunked_prefetch"],
     }
     if compute is not None and compute < best["dpnb"]:
         figures.update({

@@ -68,3 +68,29 @@ def test_skip_policy_records_bad_files(real_data, tmp_path):
     chunks = list(iterate_chunks([bad, real_data / "uproot-Zmumu.root"], ["Run"], on_bad_file="skip", skipped=skipped))
     assert sum(c.n_events for c in chunks) == 2304
     assert len(skipped) == 1 and skipped[0].path == str(bad)
+
+
+def test_prefetch_yields_the_same_chunks_and_reraises_in_place(real_data, tmp_path):
+    import threading
+
+    from dpnb.io.events import prefetch
+
+    path = real_data / "uproot-Zmumu.root"
+    plain = list(iterate_chunks([path], ["M"], step_size=500))
+    ahead = list(prefetch(iterate_chunks([path], ["M"], step_size=500)))
+    assert [(c.entry_start, c.entry_stop) for c in ahead] == [(c.entry_start, c.entry_stop) for c in plain]
+    assert all(np.array_equal(a["M"], b["M"]) for a, b in zip(ahead, plain))
+    # a bad second file: the first file's chunks come first, then its error, in this thread
+    bad = tmp_path / "bad.root"
+    bad.write_bytes(b"not a root file")
+    seen = []
+    with pytest.raises(InputError, match="bad.root: not a readable ROOT file"):
+        for c in prefetch(iterate_chunks([path, bad], ["M"], step_size=1000)):
+            seen.append(c.n_events)
+    assert seen == [1000, 1000, 304]
+    # leaving early stops the reader thread and closes the source
+    before = {t.ident for t in threading.enumerate()}
+    it = prefetch(iterate_chunks([path], ["M"], step_size=100))
+    assert next(it).n_events == 100
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name == "dpnb-prefetch" and t.ident not in before]

@@ -138,6 +138,10 @@ def test_index_lists_buckets_notebooks_status_and_links(tmp_path):
     for s in ("WARN", "FAILED", "SKIPPED", "PASS"):
         assert f'data-status="{s}"' in page
     assert "upstream calib FAILED" in page and "<script" not in page
+    # rows follow the run order of the DAG (notebooks not in it last), not the alphabet
+    assert [r["notebook"] for r in index.collect(tmp_path, ["skim", "lumi"])["b1"]] == ["skim", "lumi", "calib"]
+    page = index.write_index(tmp_path, order=["lumi", "calib", "skim"]).read_text()
+    assert page.index("b1/lumi/v2") < page.index("upstream calib FAILED")
 
 
 # --- roll-up ---------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.events import iterate_chunks
+from ..io.events import prefetch as read_ahead
 from ..kernels.hist import add_sparse, count_invalid, fill_channel_occupancy_hist, sparse_from_dense
 
 __all__ = ["RunPartial", "BucketHits", "RunSummary", "BucketAccumulation", "accumulate_run", "accumulate_task",
@@ -196,11 +197,13 @@ def _give_back_scratch(buf: np.ndarray) -> None:
 
 def accumulate_run(path: str | os.PathLike, n_channels: int, *, run: tuple | None = None, n_bins: int = TIME_BINS,
                    time_range_ns: tuple = TIME_RANGE_NS, step_size: int = 200_000, schema=None,
-                   on_nan: str = "drop", nthreads: int = 1) -> RunPartial:
+                   on_nan: str = "drop", nthreads: int = 1, prefetch: bool = True) -> RunPartial:
     """Hits per channel and per-channel hit-time histogram (ns) of one event file.
 
     ``run`` is the (exp, run) the file holds (recorded in the partial); ``n_channels`` comes
-    from the dataset geometry. ``nthreads`` is passed to the fill kernel.
+    from the dataset geometry. ``nthreads`` is passed to the fill kernel. With ``prefetch``,
+    the next chunk is read in a background thread while the kernel fills the current one
+    (:func:`dpnb.io.events.prefetch`; one chunk ahead).
     """
     if on_nan not in ("drop", "fail"):
         msg = f"on_nan must be 'drop' or 'fail', got {on_nan!r}"
@@ -211,8 +214,12 @@ def accumulate_run(path: str | os.PathLike, n_channels: int, *, run: tuple | Non
     flat = _take_scratch(size)
     n_events = n_hits = n_nan = n_oot = 0
     clean = False
+    chunks = None
     try:
-        for chunk in iterate_chunks([path], HIT_BRANCHES_USED, step_size=step_size, schema=schema):
+        chunks = iterate_chunks([path], HIT_BRANCHES_USED, step_size=step_size, schema=schema)
+        if prefetch:
+            chunks = read_ahead(chunks)
+        for chunk in chunks:
             n_events += chunk.n_events
             ch = chunk.values["hit_channel"]
             t = chunk.values["hit_time"]
@@ -238,6 +245,8 @@ def accumulate_run(path: str | os.PathLike, n_channels: int, *, run: tuple | Non
         bins, counts = sparse_from_dense(flat, max_nonzero=n_hits - n_oot, reset=True)
         clean = True
     finally:
+        if chunks is not None:
+            chunks.close()  # stops a read-ahead thread now, not when the traceback is freed
         if clean:
             _give_back_scratch(flat)
     return RunPartial(runs=(tuple(run),) if run is not None else (), paths=(str(path),), n_events=n_events,

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import InputError, SchemaError, nearest
 
-__all__ = ["Chunk", "open_tree", "check_branches", "iterate_chunks", "read_branches", "run_file", "SkippedFile"]
+__all__ = ["Chunk", "open_tree", "check_branches", "iterate_chunks", "prefetch", "read_branches", "run_file",
+           "SkippedFile"]
 
 
 @dataclass
@@ -144,20 +145,82 @@ def iterate_chunks(
                     skipped.append(SkippedFile(path, str(exc)))
                 continue
             raise
-        n = t.num_entries
-        for start in range(0, n, step_size):
-            stop = min(n, start + step_size)
-            arrays = t.arrays(list(file_names.values()), entry_start=start, entry_stop=stop, library="ak", how=dict)
-            chunk = Chunk(path, start, stop)
-            for ours, theirs in file_names.items():
-                values, offsets = _to_numpy(arrays[theirs])
-                if offsets is None:
-                    chunk.flat[ours] = values
-                else:
-                    chunk.values[ours] = values
-                    chunk.offsets[ours] = offsets
-            yield chunk
-        t.file.close()
+        try:
+            n = t.num_entries
+            for start in range(0, n, step_size):
+                stop = min(n, start + step_size)
+                arrays = t.arrays(list(file_names.values()), entry_start=start, entry_stop=stop, library="ak",
+                                  how=dict)
+                chunk = Chunk(path, start, stop)
+                for ours, theirs in file_names.items():
+                    values, offsets = _to_numpy(arrays[theirs])
+                    if offsets is None:
+                        chunk.flat[ours] = values
+                    else:
+                        chunk.values[ours] = values
+                        chunk.offsets[ours] = offsets
+                yield chunk
+        finally:  # also when the consumer stops early (generator closed)
+            t.file.close()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_END = object()
+
+
+def prefetch(chunks: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
+    """Iterate ``chunks`` (e.g. :func:`iterate_chunks`) from a background thread, up to
+    ``depth`` chunks ahead: reading the next chunk (uproot; decompression releases the GIL)
+    overlaps the caller's work on the current one (the numba kernels release the GIL).
+
+    Chunks come in the same order; an exception of the reader is raised here at the same
+    place in the sequence; leaving the loop early stops the reader (after the chunk it is
+    reading) and closes ``chunks``. Memory: at most ``depth + 2`` chunks exist at once.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(_END)
+        except BaseException as exc:  # re-raised in the consumer's thread
+            put(_Raised(exc))
+
+    reader = threading.Thread(target=work, name="dpnb-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def read_branches(path, branches, *, tree: str = "events", schema=None) -> Chunk:

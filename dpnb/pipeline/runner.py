@@ -164,7 +164,7 @@ def run_bucket(bucket_file: str | os.PathLike, overrides: Sequence[str] = (), op
             outcomes = _schedule(prep, options, out, client)
             from ..reports.index import write_index
 
-            index = write_index(Path(prep.params["reports_dir"]))
+            index = write_index(Path(prep.params["reports_dir"]), order=prep.graph.order)
     finally:
         if client is not None:
             cluster = getattr(client, "cluster", None)

@@ -45,8 +45,20 @@ details.changes summary{cursor:pointer}details.changes li{font-size:90%}
 """
 
 
-def collect(reports_dir: str | os.PathLike) -> dict[str, list[dict]]:
-    """``{bucket: [row, ...]}`` with one row per notebook directory that has a version or a last run."""
+def _project_order() -> list[str]:
+    """The notebooks of the project's DAG in run order ([] outside a project or with a broken DAG)."""
+    try:
+        from ..params import project_root
+        from ..pipeline.graph import load_graph
+
+        return list(load_graph(project_root()).order)
+    except Exception:  # the index is still written, rows alphabetical
+        return []
+
+
+def collect(reports_dir: str | os.PathLike, order: list[str] | None = None) -> dict[str, list[dict]]:
+    """``{bucket: [row, ...]}`` with one row per notebook directory that has a version or a last
+    run, in the DAG's run ``order`` (notebooks not in it after, alphabetical)."""
     reports_dir = Path(reports_dir)
     out: dict[str, list[dict]] = {}
     if not reports_dir.is_dir():
@@ -66,6 +78,8 @@ def collect(reports_dir: str | os.PathLike) -> dict[str, list[dict]]:
                 "versions": vs, "start_time": man.get("start_time"), "duration_s": man.get("duration_s"),
                 "reason": last.get("reason") if status == "SKIPPED" else man.get("error"),
             })
+        rank = {name: i for i, name in enumerate(order or [])}
+        rows.sort(key=lambda r: (rank.get(r["notebook"], len(rank)), r["notebook"]))
         _add_reviews(reports_dir, bdir.name, rows)
         _add_changes(reports_dir, bdir.name, rows)
         if rows:
@@ -196,12 +210,13 @@ def render_index(data: dict[str, list[dict]]) -> str:
     return "".join(parts)
 
 
-def write_index(reports_dir: str | os.PathLike) -> Path:
-    """Rewrite ``<reports_dir>/index.html`` atomically; return its path."""
+def write_index(reports_dir: str | os.PathLike, order: list[str] | None = None) -> Path:
+    """Rewrite ``<reports_dir>/index.html`` atomically; return its path. Rows follow ``order``
+    (default: the project's DAG order)."""
     reports_dir = Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / "index.html"
-    data = collect(reports_dir)
+    data = collect(reports_dir, _project_order() if order is None else order)
     for bucket, rows in data.items():
         _write_diff_pages(reports_dir, bucket, rows)
         _write_atomic(reports_dir / bucket / REVIEWS_PAGE, render_reviews(bucket, rows))
