@@ -12,8 +12,8 @@ The same raw files — every run of a bucket: ``demo`` by default (43 files, 7e4
   out-of-range counts, a compact partial of the nonzero bins; partials merged into the
   bucket total as they arrive; local executor, no partial cache):
   ``dpnb`` with one thread and no overlap (``overlap=False``, ``nthreads=1``: the serial
-  figure), ``dpnb_overlap`` with two runs in flight (one thread reads while the other
-  fills; the default in-process mode);
+  figure), ``dpnb_overlap`` with one thread reading the files in run order, a couple of
+  chunks ahead, while the calling thread fills (the default in-process mode);
 * one run (the biggest file) read in 8 chunks by
   :func:`~dpnb.calibration.accumulate.accumulate_run` with and without ``prefetch`` (the
   next chunk read by a thread while the kernel fills the current one), against uproot's raw

@@ -116,6 +116,10 @@ class PartialCache:
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.pkl"
 
+    def has(self, key: str) -> bool:
+        """Whether an entry exists for ``key`` (it may still prove unreadable on :meth:`get`)."""
+        return self._path(key).exists()
+
     def get(self, key: str) -> tuple[bool, Any]:
         path = self._path(key)
         if not path.exists():

@@ -233,3 +233,61 @@ def test_merge_refuses_other_binning_and_empty_input(runs):
     with pytest.raises(InputError, match="no partials"):
         merge([])
     assert isinstance(merge([p]), BucketHits)
+
+
+def test_pipelined_reader_skips_unreadable_and_recomputes_corrupt_cache_entries(runs, tmp_path):
+    files = {k: v[0] for k, v in runs.items()}
+    junk = tmp_path / "junk.root"
+    junk.write_bytes(b"not a ROOT file")
+    files[RunId(1, 3)] = str(junk)  # a run in the middle: the reader must go on with the next file
+    cache = PartialCache(tmp_path / "cache")
+    acc = accumulate_bucket(files, N_CH, on_bad_file="skip", cache=cache, step_size=40)
+    good = [k for k in sorted(runs) if k != RunId(1, 3)]
+    assert list(acc.skipped) == [RunId(1, 3)] and "not a readable ROOT file" in acc.skipped[RunId(1, 3)]
+    np.testing.assert_array_equal(acc.total.time_hist, _reference(runs, good)[1])
+    # corrupt one cached partial: it is recomputed (read directly), the others are reused
+    entry = sorted((tmp_path / "cache").rglob("*.pkl"))[0]
+    entry.write_bytes(b"garbage")
+    again = accumulate_bucket({k: files[k] for k in good}, N_CH, on_bad_file="skip", cache=PartialCache(tmp_path / "cache"),
+                              step_size=40)
+    assert (again.reused, again.computed) == (len(good) - 1, 1)
+    np.testing.assert_array_equal(again.total.time_hist, acc.total.time_hist)
+
+
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_split_fill_and_sparse_extraction_match_dense(monkeypatch, path):
+    from dpnb.kernels import hist as hist_mod
+    from dpnb.kernels.hist import (
+        fill_channel_occupancy_split, fill_channel_occupancy_split_numpy, sparse_from_split,
+    )
+
+    # the path is chosen by the fill per bin: force each one
+    monkeypatch.setattr(hist_mod, "STAGE_MIN_FILL", 1e9 if path == "sparse" else 0.0)
+    rng = np.random.default_rng(21)
+    n_ch, n_bins, n_hits = 40, 50, 100_000
+    ch = rng.integers(-1, n_ch + 1, n_hits).astype(np.int32)
+    t = rng.normal(20.0, 3.0, n_hits).astype(np.float32)  # a few hundred hits in the busiest bins
+    t[rng.random(n_hits) < 0.01] = np.nan
+    low, high = np.zeros(n_ch * n_bins, np.uint8), np.zeros(n_ch * n_bins, np.int32)
+    occ = np.zeros(n_ch, np.int64)
+    occ_ref, h_ref = np.zeros(n_ch, np.int64), np.zeros((n_ch, n_bins), np.int64)
+    valid = (ch >= 0) & (ch < n_ch)
+    fin = valid & ~np.isnan(t)
+    for part in np.array_split(np.arange(n_hits), 3):  # accumulate over chunks
+        st = fill_channel_occupancy_split(ch[part], t[part], n_ch, n_bins, 0.0, 40.0, occ, low, high)
+        ref = fill_channel_occupancy_hist_numpy(ch[part], t[part], n_ch, n_bins, 0.0, 40.0, occ_ref, h_ref)
+        np.testing.assert_array_equal(st[:3], ref)
+    np.testing.assert_array_equal(occ, occ_ref)
+    np.testing.assert_array_equal(low.astype(np.int64) + high, h_ref.reshape(-1))
+    assert occ.sum() == fin.sum() and high.any()  # some bins passed 256 hits
+    if path == "sparse":  # the sparse path is the numpy twin's, split included
+        low2, high2, occ2 = np.zeros_like(low), np.zeros_like(high), np.zeros(n_ch, np.int64)
+        for part in np.array_split(np.arange(n_hits), 3):
+            fill_channel_occupancy_split_numpy(ch[part], t[part], n_ch, n_bins, 0.0, 40.0, occ2, low2, high2)
+        np.testing.assert_array_equal(low2, low)
+        np.testing.assert_array_equal(high2, high)
+    bins, counts = sparse_from_split(low, high, True, reset=True)
+    b_ref, c_ref = sparse_from_dense(h_ref.astype(np.int32))
+    np.testing.assert_array_equal(bins, b_ref)
+    np.testing.assert_array_equal(counts, c_ref)
+    assert counts.dtype == np.int32 and not low.any() and not high.any()

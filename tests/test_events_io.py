@@ -94,3 +94,22 @@ def test_prefetch_yields_the_same_chunks_and_reraises_in_place(real_data, tmp_pa
     assert next(it).n_events == 100
     it.close()
     assert not [t for t in threading.enumerate() if t.name == "dpnb-prefetch" and t.ident not in before]
+
+
+def test_file_streams_hand_out_files_in_order_with_their_errors(real_data, tmp_path):
+    from dpnb.io.events import FileStreams
+
+    z = real_data / "uproot-Zmumu.root"
+    bad = tmp_path / "bad.root"
+    bad.write_bytes(b"not a root file")
+    streams = FileStreams([z, bad, z, z], ["M"], step_size=1000)
+    try:
+        first = streams.chunks(0)
+        assert next(first).entry_start == 0  # leave file 0 after one chunk: the rest is dropped
+        with pytest.raises(InputError, match="bad.root: not a readable ROOT file"):
+            list(streams.chunks(1))
+        assert [c.n_events for c in streams.chunks(2)] == [1000, 1000, 304]
+        whole = np.concatenate([c["M"] for c in streams.chunks(3)])
+        np.testing.assert_array_equal(whole, uproot.open(z)["events"]["M"].array(library="np"))
+    finally:
+        streams.close()

@@ -4,8 +4,10 @@
 :class:`RunPartial`: hits per channel and the per-channel hit-time histogram in a compact
 form (only the nonzero bins: a run of the demo bucket has ~4e5 hits in 2.9e6 bins), plus
 the counts of hits it dropped. One fill kernel pass per chunk does it all
-(:func:`dpnb.kernels.hist.fill_channel_occupancy_hist`), into a dense int32 scratch
-histogram reused from run to run.
+(:func:`dpnb.kernels.hist.fill_channel_occupancy_split`), into a dense scratch histogram
+reused from run to run, held as uint8 counts modulo 256 plus an int32 part that only bins
+with 256 hits or more touch (a quarter of the memory traffic for the sparse per-run fill
+and for extracting the nonzero bins).
 
 :func:`accumulate_bucket` fans the runs out through :func:`dpnb.scale.map_runs` (the
 local or the Dask executor, with the content-keyed :class:`dpnb.scale.PartialCache`: a
@@ -40,7 +42,7 @@ import numpy as np
 from ..errors import InputError
 from ..io.events import iterate_chunks
 from ..io.events import prefetch as read_ahead
-from ..kernels.hist import add_sparse, count_invalid, fill_channel_occupancy_hist, sparse_from_dense
+from ..kernels.hist import add_sparse, count_invalid, fill_channel_occupancy_split, sparse_from_split
 
 __all__ = ["RunPartial", "BucketHits", "RunSummary", "BucketAccumulation", "accumulate_run", "accumulate_task",
            "accumulate_bucket", "merge", "LazyRunHists", "TIME_BINS", "TIME_RANGE_NS", "HIT_BRANCHES_USED"]
@@ -180,30 +182,33 @@ def merge(partials) -> BucketHits:
 _scratch = threading.local()
 
 
-def _take_scratch(size: int) -> np.ndarray:
-    """A zeroed int32 histogram of ``size`` bins, reused across runs of this thread (it is
-    handed back zeroed by :func:`sparse_from_dense` ``reset=True``)."""
+def _take_scratch(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed (uint8 low, int32 high) parts of a histogram of ``size`` bins
+    (:func:`~dpnb.kernels.hist.fill_channel_occupancy_split`), reused across runs of this
+    thread (handed back zeroed by :func:`~dpnb.kernels.hist.sparse_from_split` ``reset=True``)."""
     buf = getattr(_scratch, "buf", None)
     _scratch.buf = None  # owned by the caller until given back
-    if buf is None or buf.shape[0] != size:
-        buf = np.zeros(size, dtype=np.int32)
+    if buf is None or buf[0].shape[0] != size:
+        buf = (np.zeros(size, dtype=np.uint8), np.zeros(size, dtype=np.int32))
     return buf
 
 
-def _give_back_scratch(buf: np.ndarray) -> None:
-    if buf.dtype == np.int32:
-        _scratch.buf = buf
+def _give_back_scratch(low: np.ndarray, high: np.ndarray) -> None:
+    if high.dtype == np.int32:
+        _scratch.buf = (low, high)
 
 
 def accumulate_run(path: str | os.PathLike, n_channels: int, *, run: tuple | None = None, n_bins: int = TIME_BINS,
                    time_range_ns: tuple = TIME_RANGE_NS, step_size: int = 200_000, schema=None,
-                   on_nan: str = "drop", nthreads: int = 1, prefetch: bool = True) -> RunPartial:
+                   on_nan: str = "drop", nthreads: int = 1, prefetch: bool = True, chunks=None) -> RunPartial:
     """Hits per channel and per-channel hit-time histogram (ns) of one event file.
 
     ``run`` is the (exp, run) the file holds (recorded in the partial); ``n_channels`` comes
     from the dataset geometry. ``nthreads`` is passed to the fill kernel. With ``prefetch``,
     the next chunk is read in a background thread while the kernel fills the current one
-    (:func:`dpnb.io.events.prefetch`; one chunk ahead).
+    (:func:`dpnb.io.events.prefetch`; one chunk ahead). ``chunks`` (an iterator of the
+    file's :class:`~dpnb.io.events.Chunk` s, e.g. from :class:`~dpnb.io.events.FileStreams`)
+    replaces the reading.
     """
     if on_nan not in ("drop", "fail"):
         msg = f"on_nan must be 'drop' or 'fail', got {on_nan!r}"
@@ -211,24 +216,26 @@ def accumulate_run(path: str | os.PathLike, n_channels: int, *, run: tuple | Non
     lo, hi = float(time_range_ns[0]), float(time_range_ns[1])
     occ = np.zeros(n_channels, dtype=np.int64)
     size = n_channels * n_bins
-    flat = _take_scratch(size)
+    low, high = _take_scratch(size)
+    high_used = False
     n_events = n_hits = n_nan = n_oot = 0
     clean = False
-    chunks = None
     try:
-        chunks = iterate_chunks([path], HIT_BRANCHES_USED, step_size=step_size, schema=schema)
-        if prefetch:
-            chunks = read_ahead(chunks)
+        if chunks is None:
+            chunks = iterate_chunks([path], HIT_BRANCHES_USED, step_size=step_size, schema=schema)
+            if prefetch:
+                chunks = read_ahead(chunks)
         for chunk in chunks:
             n_events += chunk.n_events
             ch = chunk.values["hit_channel"]
             t = chunk.values["hit_time"]
             if ch.size == 0:
                 continue
-            if flat.dtype == np.int32 and n_hits + ch.size > _INT32_MAX:
-                flat = flat.astype(np.int64)  # a run this large: 64-bit counts from here on
-            bad, nan, oot = fill_channel_occupancy_hist(ch, t, n_channels, n_bins, lo, hi, occ,
-                                                        flat.reshape(n_channels, n_bins), nthreads)
+            if high.dtype == np.int32 and n_hits + ch.size > _INT32_MAX:
+                high = high.astype(np.int64)  # a run this large: 64-bit counts from here on
+            bad, nan, oot, moved = fill_channel_occupancy_split(ch, t, n_channels, n_bins, lo, hi, occ, low, high,
+                                                                nthreads)
+            high_used = high_used or moved > 0
             if bad:
                 _, _, cmin, cmax = count_invalid(ch, t, n_channels, nthreads)
                 msg = (f"{path}: branch 'hit_channel', entries {chunk.entry_start}-{chunk.entry_stop - 1}: {bad} "
@@ -242,13 +249,14 @@ def accumulate_run(path: str | os.PathLike, n_channels: int, *, run: tuple | Non
             n_nan += int(nan)
             n_oot += int(oot)
             n_hits += int(ch.size - bad - nan)
-        bins, counts = sparse_from_dense(flat, max_nonzero=n_hits - n_oot, reset=True)
+        bins, counts = sparse_from_split(low, high, high_used, max_nonzero=n_hits - n_oot, reset=True)
         clean = True
     finally:
-        if chunks is not None:
-            chunks.close()  # stops a read-ahead thread now, not when the traceback is freed
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # stops a read-ahead thread now, not when the traceback is freed
         if clean:
-            _give_back_scratch(flat)
+            _give_back_scratch(low, high)
     return RunPartial(runs=(tuple(run),) if run is not None else (), paths=(str(path),), n_events=n_events,
                       n_hits=n_hits, n_nan_dropped=n_nan, n_out_of_range_time=n_oot, occupancy=occ,
                       time_bins=bins, time_counts=counts, n_bins=int(n_bins), time_range_ns=(lo, hi))
@@ -270,18 +278,6 @@ def accumulate_task(path: str, n_channels: int, exp: int, run: int, *, on_bad_fi
                           n_bins=int(options.get("n_bins", TIME_BINS)), time_range_ns=(float(lo), float(hi)),
                           error=str(exc))
 
-
-def _map_one(caches, rid, task, kwargs, inputs):
-    """map_runs of one run with a cache object no other thread uses at the same time
-    (``caches``: a queue holding one per thread of the pool, or None)."""
-    from ..scale import map_runs
-
-    cache = caches.get() if caches is not None else None
-    try:
-        return map_runs(accumulate_task, {rid: task}, kwargs=kwargs, cache=cache, inputs={rid: inputs[rid]})[rid]
-    finally:
-        if cache is not None:
-            caches.put(cache)
 
 
 # --- a bucket ----------------------------------------------------------------------------
@@ -352,6 +348,41 @@ class LazyRunHists(Mapping):
         return 1 + len(self._runs)
 
 
+def _accumulate_pipelined(tasks, keys, kwargs, inputs, cache, consume) -> None:
+    """The ``overlap`` mode of :func:`accumulate_bucket`: a reader thread streams the chunks
+    of every run not in ``cache``; each run is accumulated here as its chunks arrive and
+    stored in the cache like :func:`dpnb.scale.map_runs` would."""
+    from ..io.events import FileStreams
+    from ..scale import PartialCache
+
+    ckeys = {}
+    planned = set()
+    if cache is not None:
+        for rid in keys:
+            ckeys[rid] = PartialCache.key(accumulate_task, tasks[rid], kwargs, inputs[rid])
+            if cache.has(ckeys[rid]):
+                planned.add(rid)
+    to_read = [rid for rid in keys if rid not in planned]
+    streams = FileStreams([tasks[rid][0] for rid in to_read], HIT_BRANCHES_USED, step_size=kwargs.get("step_size",
+                          200_000), schema=kwargs.get("schema"))
+    index = {rid: i for i, rid in enumerate(to_read)}
+    try:
+        for rid in keys:
+            if rid in planned:
+                hit, part = cache.get(ckeys[rid])
+                if not hit:  # unreadable entry: computed again, reading the file here
+                    part = accumulate_task(*tasks[rid], **kwargs)
+                    cache.put(ckeys[rid], part)
+            else:
+                part = accumulate_task(*tasks[rid], chunks=streams.chunks(index[rid]), **kwargs)
+                if cache is not None:
+                    cache.misses += 1
+                    cache.put(ckeys[rid], part)
+            consume(rid, part)
+    finally:
+        streams.close()
+
+
 def accumulate_bucket(files, n_channels: int, *, executor=None, cache=None, batch_size: int | None = None,
                       on_bad_file: str = "fail", client=None, overlap: bool = True,
                       **options) -> BucketAccumulation:
@@ -366,10 +397,12 @@ def accumulate_bucket(files, n_channels: int, *, executor=None, cache=None, batc
     partials, whatever the number of runs. ``options`` are those of :func:`accumulate_run`
     (``n_bins``, ``time_range_ns``, ``step_size``, ``schema``, ``on_nan``, ``nthreads``).
 
-    With the local in-process executor (``jobs=1``) and ``overlap=True``, two runs are
-    computed at once (two threads, each run through :func:`~dpnb.scale.map_runs`, a window
-    of ``batch_size`` runs in flight): reading one run overlaps filling the other. Partials
-    are merged in run order, so the total is the same in every case.
+    With the local in-process executor (``jobs=1``) and ``overlap=True``, one thread reads
+    the files of the runs to compute, in run order and a couple of chunks ahead
+    (:class:`~dpnb.io.events.FileStreams`; uproot works mostly under the GIL), while this
+    thread fills (the kernels release the GIL): reading is never interrupted by filling.
+    Cached runs are not read. Partials are merged in run order, so the total is the same
+    in every case.
     """
     from ..scale import ExecutorConfig, dask_client, map_runs
 
@@ -403,23 +436,9 @@ def accumulate_bucket(files, n_channels: int, *, executor=None, cache=None, batc
     total = BucketHits.empty(n_channels, n_bins, time_range)
     summaries: dict = {}
     keys = list(tasks)
-    pool = caches = None
-    thread_caches = []
-    if overlap and executor.kind == "local" and executor.jobs <= 1 and len(tasks) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        # two runs in flight in this process: one thread reads (uproot, mostly under the GIL)
-        # while the other fills (the kernels release the GIL). A task takes a cache object no
-        # other task holds (its hit counters are not shared); each thread has its own scratch.
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dpnb-accumulate")
-        if cache is not None:
-            import queue
-
-            caches = queue.Queue()
-            for _ in range(2):  # made here, one after the other (the constructor probes the directory)
-                thread_caches.append(type(cache)(cache.directory))
-                caches.put(thread_caches[-1])
+    pipelined = overlap and executor.kind == "local" and executor.jobs <= 1 and len(tasks) > 1
     hits0, misses0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
+
     def consume(rid, p):
         summaries[rid] = p.summary()
         if p.error is not None:
@@ -428,19 +447,8 @@ def accumulate_bucket(files, n_channels: int, *, executor=None, cache=None, batc
             total.add(p)
 
     try:
-        if pool is not None:
-            # a sliding window of at most batch_size runs in flight, merged in run order
-            from collections import deque
-
-            inflight = deque()
-            for rid in keys:
-                inflight.append((rid, pool.submit(_map_one, caches, rid, tasks[rid], kwargs, inputs)))
-                if len(inflight) >= batch_size:
-                    r, fut = inflight.popleft()
-                    consume(r, fut.result())
-            while inflight:
-                r, fut = inflight.popleft()
-                consume(r, fut.result())
+        if pipelined:
+            _accumulate_pipelined(tasks, keys, kwargs, inputs, cache, consume)
         else:
             for i in range(0, len(keys), batch_size):
                 batch = {k: tasks[k] for k in keys[i:i + batch_size]}
@@ -450,8 +458,6 @@ def accumulate_bucket(files, n_channels: int, *, executor=None, cache=None, batc
                     consume(rid, parts.pop(rid))
                 del parts
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
         if own_client:
             cluster = getattr(client, "cluster", None)
             client.close()
@@ -459,8 +465,8 @@ def accumulate_bucket(files, n_channels: int, *, executor=None, cache=None, batc
                 cluster.close()
 
     if cache is not None:
-        reused = cache.hits - hits0 + sum(c.hits for c in thread_caches)
-        computed = cache.misses - misses0 + sum(c.misses for c in thread_caches)
+        reused = cache.hits - hits0
+        computed = cache.misses - misses0
     else:
         reused, computed = 0, len(tasks)
 

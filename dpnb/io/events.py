@@ -19,8 +19,8 @@ import numpy as np
 
 from ..errors import InputError, SchemaError, nearest
 
-__all__ = ["Chunk", "open_tree", "check_branches", "iterate_chunks", "prefetch", "read_branches", "run_file",
-           "SkippedFile"]
+__all__ = ["Chunk", "open_tree", "check_branches", "iterate_chunks", "prefetch", "FileStreams", "read_branches",
+           "run_file", "SkippedFile"]
 
 
 @dataclass
@@ -221,6 +221,60 @@ def prefetch(chunks: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
+
+
+def _tagged_chunks(files, branches, options):
+    # (i, chunk) for every chunk of file i, then (i, None); a file that cannot be read gives
+    # (i, InputError) instead and the next file follows
+    for i, path in enumerate(files):
+        try:
+            for chunk in iterate_chunks([path], branches, **options):
+                yield i, chunk
+        except InputError as exc:
+            yield i, exc
+            continue
+        yield i, None
+
+
+class FileStreams:
+    """Chunks of several files read in order by one background thread (:func:`prefetch`,
+    ``depth`` chunks ahead), handed out file by file: ``chunks(i)`` iterates file ``i``'s
+    chunks and raises its :class:`InputError` (bad file, missing branch) in place. Files
+    must be taken in increasing ``i``; chunks a consumer left unread are dropped. ``close()``
+    stops the reader. ``options`` are those of :func:`iterate_chunks` (``step_size``,
+    ``schema``, ``tree``).
+    """
+
+    def __init__(self, files, branches, depth: int = 2, **options):
+        self._items = prefetch(_tagged_chunks([str(f) for f in files], list(branches), options), depth=depth)
+        self._pending = None
+
+    def _next(self):
+        if self._pending is not None:
+            item, self._pending = self._pending, None
+            return item
+        return next(self._items)
+
+    def chunks(self, i: int) -> Iterator[Chunk]:
+        while True:
+            try:
+                item = self._next()
+            except StopIteration:
+                return
+            j, x = item
+            if j < i:  # the rest of a file whose consumer stopped early
+                continue
+            if j > i:
+                self._pending = item
+                return
+            if x is None:
+                return
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+
+    def close(self) -> None:
+        self._items.close()
 
 
 def read_branches(path, branches, *, tree: str = "events", schema=None) -> Chunk:
