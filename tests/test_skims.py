@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import awkward as ak
@@ -513,3 +514,55 @@ def test_prepare_from_notebook_context(tiny_dataset, tmp_path, monkeypatch):
     ctx2 = dpnb.notebook_context("skim_validation", {**ns, "reference": str(bad)})
     with pytest.raises(SchemaError, match="old_reference.json: skim reference of schema version 0"):
         prepare(ctx2)
+
+
+# --- fused selections -----------------------------------------------------------------------------
+FUSED_CASES = [
+    HADRONIC,
+    "count(trk_pt > 0.5 * max(trk_pt) and abs(trk_d0) < 1) >= 2 and not hlt('hlt_mumu_2trk')",
+    "e_clus_total / ntrk > 1.5 or nclus == 0",  # 0 tracks: division by zero gives inf / nan
+    "sqrt(trk_pz_sum_proxy) >= 0".replace("trk_pz_sum_proxy", "sum(trk_pz)"),  # sqrt of negatives: nan
+    "min(clus_energy) < 0.5 or max(trk_costheta) > 0.9 or any(trk_p > 3)",
+    "all(trk_charge != 0) and -sum(trk_charge) <= 1 and any(abs(trk_z0) < 1 + 0 * e_clus_max)",
+    "m_2trk > 0.8 and ntrk_lead_hemi >= 1 and ntrk_opp_hemi >= 1",  # NaN m_2trk for < 2 tracks
+    "count(trk_pt > 0.2) == ntrk and not (e_clus_max > 4.0 and ntrk == 2) and hlt('hlt_hadron')",
+    "any(trk_costheta < -0.5 and trk_pt > min(trk_pt) + 0.1) or count(clus_energy > 2) >= 2",
+]
+
+
+@pytest.mark.parametrize("text", FUSED_CASES)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_fused_selection_equals_numpy_evaluation(text, n_threads, monkeypatch):
+    import dpnb.kernels.hist
+
+    monkeypatch.setattr(dpnb.kernels.hist, "MIN_ENTRIES_PER_THREAD", 1)  # let small inputs take the parallel kernel
+    ev = _synthetic(np.random.default_rng(zlib.crc32(text.encode())), 3000)
+    ev["clus_energy"][::7] = 0.0
+    expr = compile_expression(text, detector_columns())
+    fused = expr.evaluate(ChunkColumns(_chunk(ev), n_threads))
+    plain = expr.evaluate(ChunkColumns(_chunk(ev), n_threads), fused=False)
+    assert expr._fused, "expected the fused kernel"
+    assert fused.dtype == np.bool_ and fused.shape == (3000,)
+    np.testing.assert_array_equal(fused, plain)
+    assert 0 < fused.sum() < 3000  # a selection that selects some events, not all
+
+
+def test_fused_kernels_are_cached_as_files_and_not_used_where_they_do_not_apply(monkeypatch):
+    from dpnb.kernels import _jit
+    from dpnb.skims.fused import _module_dir, fuse
+
+    expr = compile_expression(FUSED_CASES[1], detector_columns())
+    ev = _synthetic(np.random.default_rng(3), 100)
+    expr.evaluate(ChunkColumns(_chunk(ev), 1))
+    src = expr._fused.source
+    files = [p for p in _module_dir().glob("sel_*.py") if p.read_text() == src]
+    assert len(files) == 1 and str(files[0]).startswith(str(_jit.cache_dir))
+    mtime = files[0].stat().st_mtime_ns
+    again = compile_expression(FUSED_CASES[1], detector_columns())
+    again.evaluate(ChunkColumns(_chunk(ev), 1))
+    assert files[0].stat().st_mtime_ns == mtime  # not rewritten: numba's disk cache stays valid
+    # per-object values and numbers keep the numpy evaluation; so does the switch
+    assert fuse(compile_expression("trk_pt * 2", detector_columns(), want="value")) is None
+    assert fuse(compile_expression("sum(trk_pz)", detector_columns(), want="value")) is None
+    monkeypatch.setenv("DPNB_FUSE_SELECTIONS", "0")
+    assert fuse(compile_expression(FUSED_CASES[0], detector_columns())) is None

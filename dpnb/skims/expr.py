@@ -357,13 +357,22 @@ class Expression:
         #: branches to read from the file (derived columns expanded to their sources)
         self.branches = sorted(source_branches(self.columns))
         self.kind = root.kind
+        self._fused = None  # dpnb.skims.fused.FusedSelection, False when not fusable; made on first use
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
 
-    def evaluate(self, cols) -> np.ndarray:
+    def evaluate(self, cols, fused: bool = True) -> np.ndarray:
         """Evaluate on a :class:`dpnb.skims.columns.ChunkColumns`: one value per row (or per
-        object for a per-object expression)."""
+        object for a per-object expression). A per-event condition runs as one generated
+        numba kernel (:mod:`dpnb.skims.fused`) unless ``fused=False``; the numbers are the same."""
+        if fused:
+            if self._fused is None:
+                from .fused import fuse
+
+                self._fused = fuse(self) or False
+            if self._fused:
+                return self._fused(cols)
         return self._eval(self.root, cols)
 
     def _broadcast(self, node: Node, value, kind: str, cols):
