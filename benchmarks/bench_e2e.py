@@ -22,7 +22,7 @@ The same raw files — every run of a bucket: ``demo`` by default (43 files, 7e4
   all compact partials held, then :func:`~dpnb.calibration.accumulate.merge` (what the
   notebooks did before merging as they go).
 
-Each method is timed best-of-N, the methods interleaved within each repeat so that load
+Each method is timed best-of-N (5 rounds), the methods interleaved within each repeat so that load
 from other users hits them alike; the page cache is warm for all of them (one untimed
 read first). ``ratio_dpnb_vs_uproot_raw`` is uproot's time / dpnb's time: the fraction
 of the raw read speed that the full accumulation keeps (goal >= 0.8).
@@ -115,7 +115,7 @@ def _compute_only_method(b, nthreads: int):
 def run(quick: bool = False, scale: str | None = None, repeat: int | None = None) -> dict:
     """Figures for the accumulation of every run of ``scale`` (demo; tiny when ``quick``)."""
     scale = scale or ("tiny" if quick else "demo")
-    repeat = repeat or (2 if quick else 3)
+    repeat = repeat or (2 if quick else 5)
     b = bucket(scale)
 
     # untimed: warm the page cache and load the compiled kernels
@@ -210,7 +210,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny scale (a smoke run)")
     ap.add_argument("--scale", default=None, help="tiny, demo (default: 43 runs, 1.8e7 hits) or large (1.5e8 hits)")
-    ap.add_argument("--repeat", type=int, default=None, help="best of N (default 3; 2 with --quick)")
+    ap.add_argument("--repeat", type=int, default=None, help="best of N (default 5; 2 with --quick)")
     ns = ap.parse_args()
     for key, value in run(quick=ns.quick, scale=ns.scale, repeat=ns.repeat).items():
         print(f"{key:>34}: {value:,.4g}" if isinstance(value, float) else f"{key:>34}: {value}")

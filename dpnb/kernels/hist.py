@@ -176,6 +176,21 @@ STAGE_MIN_FILL = 0.5
 
 
 @njit
+def _locate(ch, x, n_channels, n_bins, lo, hi, scale):
+    # flat bin (channel * n_bins + bin) of a hit, or -1 bad channel, -2 NaN value, -3 outside [lo, hi)
+    if ch < 0 or ch >= n_channels:
+        return -1
+    if np.isnan(x):
+        return -2
+    if x >= lo and x < hi:
+        b = np.int64((x - lo) * scale)
+        if b >= n_bins:
+            b = n_bins - 1
+        return ch * n_bins + b
+    return -3
+
+
+@njit
 def _direct_fill(channel, value, n_channels, n_bins, lo, hi, flat, occ, stats, count):
     # The plain loop: one increment of the (large) histogram per hit. With ``count``, also
     # count per channel into ``occ`` every hit with a valid channel and a non-NaN value, and
@@ -186,22 +201,19 @@ def _direct_fill(channel, value, n_channels, n_bins, lo, hi, flat, occ, stats, c
     outside = 0
     for i in range(channel.shape[0]):
         ch = np.int64(channel[i])
-        x = value[i]
-        if ch < 0 or ch >= n_channels:
+        v = _locate(ch, value[i], n_channels, n_bins, lo, hi, scale)
+        if v >= 0:
+            flat[v] += 1
+        elif v == -1:
             bad += 1
             continue
-        if count:
-            if np.isnan(x):
-                nan += 1
-                continue
-            occ[ch] += 1
-        if x >= lo and x < hi:
-            b = np.int64((x - lo) * scale)
-            if b >= n_bins:
-                b = n_bins - 1
-            flat[ch * n_bins + b] += 1
-        elif count:
+        elif v == -2:
+            nan += 1
+            continue
+        else:
             outside += 1
+        if count:
+            occ[ch] += 1
     if count:
         stats[0] += bad
         stats[1] += nan
@@ -461,19 +473,8 @@ def _split_fill(channel, value, n_channels, n_bins, lo, hi, occ, low, high, stat
     moved = 0
     for i in range(channel.shape[0]):
         ch = np.int64(channel[i])
-        x = value[i]
-        if ch < 0 or ch >= n_channels:
-            bad += 1
-            continue
-        if np.isnan(x):
-            nan += 1
-            continue
-        occ[ch] += 1
-        if x >= lo and x < hi:
-            b = np.int64((x - lo) * scale)
-            if b >= n_bins:
-                b = n_bins - 1
-            v = ch * n_bins + b
+        v = _locate(ch, value[i], n_channels, n_bins, lo, hi, scale)
+        if v >= 0:
             k = low[v] + 1
             if k == 256:
                 low[v] = 0
@@ -481,8 +482,15 @@ def _split_fill(channel, value, n_channels, n_bins, lo, hi, occ, low, high, stat
                 moved += 256
             else:
                 low[v] = k
+        elif v == -1:
+            bad += 1
+            continue
+        elif v == -2:
+            nan += 1
+            continue
         else:
             outside += 1
+        occ[ch] += 1
     stats[0] += bad
     stats[1] += nan
     stats[2] += outside
