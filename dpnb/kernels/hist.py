@@ -191,19 +191,31 @@ def _locate(ch, x, n_channels, n_bins, lo, hi, scale):
 
 
 @njit
-def _direct_fill(channel, value, n_channels, n_bins, lo, hi, flat, occ, stats, count):
-    # The plain loop: one increment of the (large) histogram per hit. With ``count``, also
-    # count per channel into ``occ`` every hit with a valid channel and a non-NaN value, and
-    # into stats [bad channel, NaN value (valid channel), value outside [lo, hi)].
+def _plain_fill(channel, value, n_channels, n_bins, lo, hi, flat, low, occ, stats, count, split):
+    # The plain loop: one increment per hit, into ``flat``, or (``split``) into uint8 ``low``
+    # with every 256th hit of a bin moving 256 to ``flat``. With ``count`` (always with
+    # ``split``), also count per channel into ``occ`` every hit with a valid channel and a
+    # non-NaN value, and into stats [bad channel, NaN value (valid channel), value outside
+    # [lo, hi), (split) entries moved to flat].
     scale = n_bins / (hi - lo)
     bad = 0
     nan = 0
     outside = 0
+    moved = 0
     for i in range(channel.shape[0]):
         ch = np.int64(channel[i])
         v = _locate(ch, value[i], n_channels, n_bins, lo, hi, scale)
         if v >= 0:
-            flat[v] += 1
+            if split:
+                k = low[v] + 1
+                if k == 256:
+                    low[v] = 0
+                    flat[v] += 256
+                    moved += 256
+                else:
+                    low[v] = k
+            else:
+                flat[v] += 1
         elif v == -1:
             bad += 1
             continue
@@ -218,6 +230,11 @@ def _direct_fill(channel, value, n_channels, n_bins, lo, hi, flat, occ, stats, c
         stats[0] += bad
         stats[1] += nan
         stats[2] += outside
+    if split:
+        stats[3] += moved
+
+
+_NO_LOW = np.zeros(0, dtype=np.uint8)
 
 
 @njit
@@ -361,7 +378,7 @@ def _fill_channel(channel, value, n_channels, n_bins, lo, hi, nthreads, flat, oc
         return
     lo, hi = float(lo), float(hi)
     if n < STAGE_MIN_FILL * n_channels * n_bins:
-        _direct_fill(channel, value, n_channels, n_bins, lo, hi, flat, occ, stats, count)
+        _plain_fill(channel, value, n_channels, n_bins, lo, hi, flat, _NO_LOW, occ, stats, count, False)
         return
     nthreads = effective_threads(nthreads, n)
     if nthreads == 1:  # no thread pool at all
@@ -462,41 +479,6 @@ def fill_channel_occupancy_hist_numpy(channel, value, n_channels, n_bins, lo, hi
                     dtype=np.int64)
 
 
-@njit
-def _split_fill(channel, value, n_channels, n_bins, lo, hi, occ, low, high, stats):
-    # The plain loop of increments into uint8 ``low``; every 256th hit of a bin moves 256 to
-    # ``high``. stats += [bad channel, NaN value, outside [lo, hi), entries moved to high].
-    scale = n_bins / (hi - lo)
-    bad = 0
-    nan = 0
-    outside = 0
-    moved = 0
-    for i in range(channel.shape[0]):
-        ch = np.int64(channel[i])
-        v = _locate(ch, value[i], n_channels, n_bins, lo, hi, scale)
-        if v >= 0:
-            k = low[v] + 1
-            if k == 256:
-                low[v] = 0
-                high[v] += 256
-                moved += 256
-            else:
-                low[v] = k
-        elif v == -1:
-            bad += 1
-            continue
-        elif v == -2:
-            nan += 1
-            continue
-        else:
-            outside += 1
-        occ[ch] += 1
-    stats[0] += bad
-    stats[1] += nan
-    stats[2] += outside
-    stats[3] += moved
-
-
 def _check_split(name, n_channels, n_bins, occ, low, high):
     size = n_channels * n_bins
     if low.shape != (size,) or low.dtype != np.uint8 or not low.flags.c_contiguous:
@@ -533,7 +515,7 @@ def fill_channel_occupancy_split(channel, value, n_channels, n_bins, lo, hi, occ
     if n == 0:
         return stats
     if n < STAGE_MIN_FILL * n_channels * n_bins:
-        _split_fill(channel, value, n_channels, n_bins, float(lo), float(hi), occ, low, high, stats)
+        _plain_fill(channel, value, n_channels, n_bins, float(lo), float(hi), high, low, occ, stats, True, True)
         return stats
     before = np.zeros(3, dtype=np.int64)
     _check_fill_args("fill_channel_occupancy_split", channel, value, n_channels, n_bins, high.reshape(n_channels, n_bins))
@@ -555,8 +537,16 @@ def fill_channel_occupancy_split_numpy(channel, value, n_channels, n_bins, lo, h
     return np.array([st[0], st[1], st[2], moved.sum()], dtype=np.int64)
 
 
+#: bins per block in :func:`sparse_from_dense` and :func:`sparse_from_split`: an all-zero
+#: block is skipped after one (vectorized) OR over it
+NONZERO_BLOCK = 16
+
+
 @njit
-def _compact_split(low, high, a, e, bins, counts, k, cap, use_high):
+def _compact(low, high, a, e, bins, counts, k, cap, use_high):
+    # Branch-free compaction of bins [a, e) of low (+ high): every bin is written at slot k,
+    # and k advances only past a nonzero bin (a branch per bin would be mispredicted at
+    # ~10 % fill).
     for i in range(a, e):
         c = np.int64(low[i])
         if use_high:
@@ -569,7 +559,10 @@ def _compact_split(low, high, a, e, bins, counts, k, cap, use_high):
 
 
 @njit
-def _nonzero_split(low, high, bins, counts, use_high):
+def _nonzero(low, high, bins, counts, use_high):
+    # The nonzero bins of low (+ high) into bins/counts (one spare slot); returns how many.
+    # Blocks of NONZERO_BLOCK bins: an OR over the block (vectorized) skips empty ones; the
+    # others are compacted.
     k = 0
     cap = bins.shape[0] - 1
     n = low.shape[0]
@@ -582,8 +575,22 @@ def _nonzero_split(low, high, bins, counts, use_high):
             for i in range(a, a + NONZERO_BLOCK):
                 acc |= high[i]
         if acc != 0:
-            k = _compact_split(low, high, a, a + NONZERO_BLOCK, bins, counts, k, cap, use_high)
-    return _compact_split(low, high, nfull, n, bins, counts, k, cap, use_high)
+            k = _compact(low, high, a, a + NONZERO_BLOCK, bins, counts, k, cap, use_high)
+    return _compact(low, high, nfull, n, bins, counts, k, cap, use_high)
+
+
+def _sparse(name, low, high, use_high, max_nonzero, dtype):
+    if low.shape[0] >= 2**31:
+        msg = f"{name}: {low.shape[0]} bins; flat bin index must fit in int32"
+        raise ValueError(msg)
+    size = low.shape[0] if max_nonzero is None else min(int(max_nonzero), low.shape[0])
+    bins = np.empty(size + 1, dtype=np.int32)
+    counts = np.empty(size + 1, dtype=dtype)
+    k = _nonzero(low, high, bins, counts, bool(use_high))
+    if k > size:  # (bins beyond max_nonzero were not kept: refuse rather than lose counts)
+        msg = f"{name}: {k} nonzero bins, more than max_nonzero = {size}"
+        raise ValueError(msg)
+    return bins[:k].copy(), counts[:k].copy()
 
 
 def sparse_from_split(low, high, high_used=True, max_nonzero=None, reset=False):
@@ -594,59 +601,12 @@ def sparse_from_split(low, high, high_used=True, max_nonzero=None, reset=False):
     if low.shape != high.shape:
         msg = f"sparse_from_split: low {low.shape} and high {high.shape} differ"
         raise ValueError(msg)
-    if low.shape[0] >= 2**31:
-        msg = f"sparse_from_split: {low.shape[0]} bins; flat bin index must fit in int32"
-        raise ValueError(msg)
-    size = low.shape[0] if max_nonzero is None else min(int(max_nonzero), low.shape[0])
-    bins = np.empty(size + 1, dtype=np.int32)
-    counts = np.empty(size + 1, dtype=np.int64)
-    k = _nonzero_split(low, high, bins, counts, bool(high_used))
-    if k > size:
-        msg = f"sparse_from_split: {k} nonzero bins, more than max_nonzero = {size}"
-        raise ValueError(msg)
+    out = _sparse("sparse_from_split", low, high, high_used, max_nonzero, high.dtype)
     if reset:
         low[:] = 0
         if high_used:
             high[:] = 0
-    return bins[:k].copy(), counts[:k].astype(high.dtype)
-
-
-#: bins per block in :func:`sparse_from_dense`: an all-zero block is skipped after one
-#: (vectorized) OR over it
-NONZERO_BLOCK = 16
-
-
-@njit
-def _compact(flat, a, e, bins, counts, k, cap):
-    # Branch-free compaction of bins [a, e): every bin is written at slot k, and k advances
-    # only past a nonzero bin (a branch per bin would be mispredicted at ~10 % fill).
-    for i in range(a, e):
-        c = flat[i]
-        j = min(k, cap)
-        bins[j] = i
-        counts[j] = c
-        k += c != 0
-    return k
-
-
-@njit
-def _nonzero_bins(flat, bins, counts, reset):
-    # Blocks of NONZERO_BLOCK bins: an OR over the block (vectorized) skips empty ones; the
-    # others are compacted. bins/counts need one spare slot. Reset is one memset at the end.
-    k = 0
-    cap = bins.shape[0] - 1
-    n = flat.shape[0]
-    nfull = n - n % NONZERO_BLOCK
-    for a in range(0, nfull, NONZERO_BLOCK):
-        acc = flat[a]
-        for i in range(a + 1, a + NONZERO_BLOCK):
-            acc |= flat[i]
-        if acc != 0:
-            k = _compact(flat, a, a + NONZERO_BLOCK, bins, counts, k, cap)
-    k = _compact(flat, nfull, n, bins, counts, k, cap)
-    if reset:
-        flat[:] = 0
-    return k
+    return out
 
 
 def sparse_from_dense(hist, max_nonzero=None, reset=False, count_dtype=None):
@@ -655,17 +615,10 @@ def sparse_from_dense(hist, max_nonzero=None, reset=False, count_dtype=None):
     the number of nonzero bins (e.g. the number of entries filled) to size the outputs;
     ``reset=True`` sets ``hist`` to zero afterwards (a scratch histogram ready for reuse)."""
     flat = hist.reshape(-1)
-    if flat.shape[0] >= 2**31:
-        msg = f"sparse_from_dense: {flat.shape[0]} bins; flat bin index must fit in int32"
-        raise ValueError(msg)
-    size = flat.shape[0] if max_nonzero is None else min(int(max_nonzero), flat.shape[0])
-    bins = np.empty(size + 1, dtype=np.int32)
-    counts = np.empty(size + 1, dtype=flat.dtype)
-    k = _nonzero_bins(flat, bins, counts, bool(reset))
-    if k > size:  # (bins beyond max_nonzero were not kept: refuse rather than lose counts)
-        msg = f"sparse_from_dense: {k} nonzero bins, more than max_nonzero = {size}"
-        raise ValueError(msg)
-    return bins[:k].copy(), counts[:k].astype(count_dtype or flat.dtype)
+    bins, counts = _sparse("sparse_from_dense", flat, flat, False, max_nonzero, flat.dtype)
+    if reset:
+        flat[:] = 0
+    return bins, counts.astype(count_dtype or flat.dtype, copy=False)
 
 
 def sparse_from_dense_numpy(hist, max_nonzero=None, reset=False, count_dtype=None):
