@@ -180,6 +180,8 @@ def merge(partials) -> BucketHits:
 
 # --- one run ---------------------------------------------------------------------------
 _scratch = threading.local()
+#: events per chunk read from a run's file
+STEP_SIZE = 200_000
 
 
 def _take_scratch(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +201,7 @@ def _give_back_scratch(low: np.ndarray, high: np.ndarray) -> None:
 
 
 def accumulate_run(path: str | os.PathLike, n_channels: int, *, run: tuple | None = None, n_bins: int = TIME_BINS,
-                   time_range_ns: tuple = TIME_RANGE_NS, step_size: int = 200_000, schema=None,
+                   time_range_ns: tuple = TIME_RANGE_NS, step_size: int = STEP_SIZE, schema=None,
                    on_nan: str = "drop", nthreads: int = 1, prefetch: bool = True, chunks=None) -> RunPartial:
     """Hits per channel and per-channel hit-time histogram (ns) of one event file.
 
@@ -363,8 +365,8 @@ def _accumulate_pipelined(tasks, keys, kwargs, inputs, cache, consume) -> None:
             if cache.has(ckeys[rid]):
                 planned.add(rid)
     to_read = [rid for rid in keys if rid not in planned]
-    streams = FileStreams([tasks[rid][0] for rid in to_read], HIT_BRANCHES_USED, step_size=kwargs.get("step_size",
-                          200_000), schema=kwargs.get("schema"))
+    streams = FileStreams([tasks[rid][0] for rid in to_read], HIT_BRANCHES_USED,
+                          step_size=kwargs.get("step_size", STEP_SIZE), schema=kwargs.get("schema"))
     index = {rid: i for i, rid in enumerate(to_read)}
     try:
         for rid in keys:
