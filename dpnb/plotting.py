@@ -25,6 +25,16 @@ def new_axes(ax=None, figsize=(7.0, 3.6), nrows=1, ncols=1):
     return fig, ax
 
 
+def _finish(fig, ax, xlabel: str, title: str, ylabel: str = "channels"):
+    """Axis labels, title and a small legend; tight layout; returns ``fig``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def channel_map(values, n_layers: int, n_wires_per_layer: int, *, title: str, label: str, ax=None, log=False,
                 marks: dict | None = None, cmap="viridis", vmin=None, vmax=None):
     """Image of a per-channel quantity, layer (y) x wire (x); ``marks`` = {legend: channel ids}
@@ -75,12 +85,7 @@ def ratio_distribution(ratio, *, thresholds: dict, title: str, xlabel: str, ax=N
         ax.axvline(v, color=f"C{i + 1}", ls="--", label=f"{name} = {v:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("channels")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, xlabel, title)
 
 
 def value_distribution(values, *, title: str, xlabel: str, ax=None, bins=60, label=None, truth=None):
@@ -94,12 +99,7 @@ def value_distribution(values, *, title: str, xlabel: str, ax=None, bins=60, lab
         t = np.asarray(truth, dtype=np.float64)
         t = t[np.isfinite(t)]
         ax.hist(t, bins=edges, histtype="step", color="k", label=f"injected truth ({t.size})")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("channels")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, xlabel, title)
 
 
 def pull_distribution(pulls, *, title: str, ax=None, bins=50, span=5.0):
@@ -114,12 +114,7 @@ def pull_distribution(pulls, *, title: str, ax=None, bins=50, span=5.0):
     x = np.linspace(-span, span, 400)
     bw = edges[1] - edges[0]
     ax.plot(x, p.size * bw * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi), "k-", label="N(0, 1)")
-    ax.set_xlabel("pull = (recovered - true) / uncertainty")
-    ax.set_ylabel("channels")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "pull = (recovered - true) / uncertainty", title)
 
 
 def peak_fit(counts, edges, *, title: str, ax=None, window=None, models: dict | None = None, xlabel="hit time [ns]"):

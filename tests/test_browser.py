@@ -39,6 +39,15 @@ def reports(tmp_path, monkeypatch):
     return tmp_path / "reports"
 
 
+def _new_page(browser, errors: list, remote: list):
+    """A page that records console errors, page errors and requests to anything but file:/data:."""
+    page = browser.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: remote.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+    return page
+
+
 def test_index_link_report_gates_image_no_console_errors(reports):
     from playwright.sync_api import sync_playwright
 
@@ -47,10 +56,7 @@ def test_index_link_report_gates_image_no_console_errors(reports):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: remote.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+            page = _new_page(browser, errors, remote)
             page.goto((reports / "index.html").as_uri())
             row = page.locator("tr[data-notebook='plotter']")
             assert row.locator("[data-status]").first.get_attribute("data-status") == "PASS"
@@ -108,11 +114,8 @@ def test_signed_off_index_diff_page_and_reviews_page(signed_off):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            page = _new_page(browser, errors, remote)
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.on("request", lambda r: remote.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
             page.goto((signed_off / "index.html").as_uri())
             row = page.locator("tr[data-notebook='seeded']")
             review = row.locator("[data-review]")

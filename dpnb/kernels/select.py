@@ -96,8 +96,9 @@ def sum_per_event_numpy(values, offsets):
 
 
 @njit(parallel=True)
-def max_per_event(values, offsets, empty, n_threads):
-    """Largest of ``values`` in each event (float64); ``empty`` for an event without objects."""
+def _extreme_per_event(values, offsets, empty, largest, n_threads):
+    # the first value of each event, replaced by any later one that is larger (``largest``)
+    # or smaller; ``empty`` for an event without objects
     n = offsets.shape[0] - 1
     out = np.empty(n, dtype=np.float64)
     nb = max(1, n_threads)
@@ -108,49 +109,40 @@ def max_per_event(values, offsets, empty, n_threads):
             first = True
             for j in range(offsets[i], offsets[i + 1]):
                 v = values[j]
-                if first or v > m:
+                if first or (v > m if largest else v < m):
                     m = v
                     first = False
             out[i] = m
     return out
+
+
+def _extreme_per_event_numpy(values, offsets, empty, reduce):
+    values = np.asarray(values, dtype=np.float64)
+    return np.array(
+        [reduce(values[offsets[i] : offsets[i + 1]]) if offsets[i + 1] > offsets[i] else empty
+         for i in range(len(offsets) - 1)],
+        dtype=np.float64,
+    )
+
+
+def max_per_event(values, offsets, empty, n_threads):
+    """Largest of ``values`` in each event (float64); ``empty`` for an event without objects."""
+    return _extreme_per_event(values, offsets, empty, True, n_threads)
 
 
 def max_per_event_numpy(values, offsets, empty):
     """Plain-numpy twin of :func:`max_per_event`."""
-    values = np.asarray(values, dtype=np.float64)
-    return np.array(
-        [values[offsets[i] : offsets[i + 1]].max() if offsets[i + 1] > offsets[i] else empty for i in range(len(offsets) - 1)],
-        dtype=np.float64,
-    )
+    return _extreme_per_event_numpy(values, offsets, empty, np.max)
 
 
-@njit(parallel=True)
 def min_per_event(values, offsets, empty, n_threads):
     """Smallest of ``values`` in each event (float64); ``empty`` for an event without objects."""
-    n = offsets.shape[0] - 1
-    out = np.empty(n, dtype=np.float64)
-    nb = max(1, n_threads)
-    for b in prange(nb):
-        lo, hi = _block(n, nb, b)
-        for i in range(lo, hi):
-            m = empty
-            first = True
-            for j in range(offsets[i], offsets[i + 1]):
-                v = values[j]
-                if first or v < m:
-                    m = v
-                    first = False
-            out[i] = m
-    return out
+    return _extreme_per_event(values, offsets, empty, False, n_threads)
 
 
 def min_per_event_numpy(values, offsets, empty):
     """Plain-numpy twin of :func:`min_per_event`."""
-    values = np.asarray(values, dtype=np.float64)
-    return np.array(
-        [values[offsets[i] : offsets[i + 1]].min() if offsets[i + 1] > offsets[i] else empty for i in range(len(offsets) - 1)],
-        dtype=np.float64,
-    )
+    return _extreme_per_event_numpy(values, offsets, empty, np.min)
 
 
 # --- fused track selections ---------------------------------------------------------------
