@@ -176,6 +176,7 @@ def test_mc_expectation_at_the_measured_beam_energy(demo):
     from dpnb.simulate.truth import cross_sections_at
 
     res = results(demo, "mc_normalization")
+    assert value(res, "ecm_source") == "conditions"
     assert res["gates"]["ecm_runs_measured"]["verdict"] == "pass"
     runs = pd.read_csv(demo["reports"] / "demo" / "mc_normalization" / "v1" / "mc_weights_runs.csv")
     lumi = runs.drop_duplicates("run").set_index("run")
@@ -187,6 +188,12 @@ def test_mc_expectation_at_the_measured_beam_energy(demo):
     finally:
         db.close()
     assert lumi["ecm_gev"].to_dict() == pytest.approx(ecm, rel=1e-15)
+    table = {r["run"]: r for r in res["tables"]["ecm_per_run"]}
+    assert set(table) == set(req.run)
+    for r in req.run:
+        nominal = 10.58 if req.set_index("run").loc[r, "run_type"] == "4S" else 10.52
+        assert table[r]["ecm_gev"] == ecm[r] and table[r]["nominal_gev"] == nominal
+        assert table[r]["shift_mev"] == pytest.approx(1000.0 * (ecm[r] - nominal), abs=1e-9)
     expected = sum(sigma * PRESCALES.get(p, 1.0) * 1000.0 * lumi.loc[r, "lumi_pb"]
                    for r in req.run for p, sigma in cross_sections_at(ecm[r]).items())
     assert value(res, "expected_events_total") == pytest.approx(expected, rel=1e-9)

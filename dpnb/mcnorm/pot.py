@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..errors import InputError, ParameterError, nearest
 from ..params import load_yaml
-from .tables import table_path
+from .tables import require_keys, table_path
 
 __all__ = ["BeamMode", "PotConstants", "load_pot_constants", "parse_pot_constants", "pot_spill", "pot_cycle",
            "pot_both", "expected_counts"]
@@ -85,13 +85,7 @@ def _positive(value, where: str) -> float:
 
 def parse_pot_constants(raw, path: str = "<table>") -> PotConstants:
     """Validate a POT constants table (mapping with name, version, source, fractions, beam_modes)."""
-    if not isinstance(raw, dict):
-        msg = f"{path}: expected a mapping with keys name, version, source, fractions, beam_modes"
-        raise InputError(msg)
-    missing = [k for k in ("name", "version", "source", "fractions", "beam_modes") if k not in raw]
-    if missing:
-        msg = f"{path}: missing keys {missing}; keys present: {sorted(raw)}"
-        raise InputError(msg)
+    require_keys(raw, ("name", "version", "source", "fractions", "beam_modes"), path)
     modes = {}
     for mname, item in (raw["beam_modes"] or {}).items():
         where = f"{path}: beam_modes.{mname}"

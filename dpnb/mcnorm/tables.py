@@ -177,15 +177,20 @@ def _sigma_nb(value, unit, where: str) -> float:
         raise InputError(msg) from None
 
 
-def parse_cross_sections(raw, path: str = "<table>") -> CrossSectionTable:
-    """Validate a table read from YAML (a mapping) and convert it to nb."""
+def require_keys(raw, keys, path: str) -> None:
+    """Raise :class:`InputError` naming ``path`` unless ``raw`` is a mapping with every key of ``keys``."""
     if not isinstance(raw, dict):
-        msg = f"{path}: expected a mapping with keys name, version, unit, source, processes"
+        msg = f"{path}: expected a mapping with keys {', '.join(keys)}"
         raise InputError(msg)
-    missing = [k for k in ("name", "version", "unit", "source", "processes") if k not in raw]
+    missing = [k for k in keys if k not in raw]
     if missing:
         msg = f"{path}: missing keys {missing}; keys present: {sorted(raw)}"
         raise InputError(msg)
+
+
+def parse_cross_sections(raw, path: str = "<table>") -> CrossSectionTable:
+    """Validate a table read from YAML (a mapping) and convert it to nb."""
+    require_keys(raw, ("name", "version", "unit", "source", "processes"), path)
     unit = raw["unit"]
     procs = raw["processes"]
     if not isinstance(procs, dict) or not procs:

@@ -235,7 +235,7 @@ class FusedSelection:
         args += [np.ascontiguousarray(cols[a]) for a in self.arrays]
         if n == 0:
             return out
-        nthreads = effective_threads(cols.n_threads, n, max_threads=cols.n_threads)
+        nthreads = effective_threads(cols.n_threads, n)
         if nthreads == 1:
             self._module.select_range(0, n, out, *args)
         else:
